@@ -1,0 +1,3 @@
+"""hubasync: an asyncio-native download engine for the Hugging Face Hub."""
+
+from __future__ import annotations
