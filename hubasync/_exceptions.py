@@ -17,7 +17,7 @@ their ``except`` clauses unchanged. The tree is split by what the caller does ne
     │   ├── ServerError (HubHTTPError)        5xx, 408
     │   └── RateLimitedError (HubHTTPError)   429, carries ``retry_after``
     ├── OfflineModeIsEnabled (ConnectionError) HF_HUB_OFFLINE / local_files_only forbade a request
-    ├── HubHTTPError (OSError)                the server said no: status, url, request_id, server_message
+    ├── HubHTTPError (OSError)                the server said no: status, url, request_id, message
     │   ├── RepositoryNotFoundError
     │   │   └── GatedRepoError
     │   ├── DisabledRepoError
@@ -27,6 +27,7 @@ their ``except`` clauses unchanged. The tree is split by what the caller does ne
     ├── EntryNotFoundError
     │   ├── RemoteEntryNotFoundError          (above)
     │   └── LocalEntryNotFoundError (FileNotFoundError)
+    │       └── IncompleteSnapshotError
     ├── FileMetadataError (OSError)           the server is not a Hub (missing X-Repo-Commit / ETag)
     ├── IntegrityError                        hash or size mismatch; nothing was committed
     ├── CacheError (OSError)                  the disk said no
@@ -38,7 +39,10 @@ Tokens never appear in any message: URLs carry none, and headers are never forma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class HubError(Exception):
@@ -182,11 +186,17 @@ class EntryNotFoundError(HubError):
 
 
 class RemoteEntryNotFoundError(HubHTTPError, EntryNotFoundError):
-    """The repo and revision exist but the file does not."""
+    """The repo and revision exist but the file does not (``commit_hash`` says at which commit)."""
+
+    commit_hash: str | None = None
 
 
 class LocalEntryNotFoundError(EntryNotFoundError, FileNotFoundError):
     """The file is not in the cache and the network could not (or may not) be used."""
+
+
+class IncompleteSnapshotError(LocalEntryNotFoundError):
+    """A cached snapshot exists but the cached tree listing proves files are missing from it."""
 
 
 class FileMetadataError(HubError, OSError):

@@ -1,0 +1,279 @@
+"""The only code that touches the disk.
+
+Blocking primitives are plain functions; :class:`DiskIO` runs them on a bounded pool of worker
+threads (an anyio ``CapacityLimiter``), so the event loop never blocks on hashing, fsync, rename or
+symlink. Every final path is created by a rename or a replace of a fully written temp file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from hubasync._cache_layout import unique_suffix
+from hubasync._exceptions import CacheError, InsufficientDiskSpaceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from hashlib import _Hash
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+READ_BLOCK: Final = 4 * 1024 * 1024
+_symlink_support: dict[str, bool] = {}
+
+
+class DiskIO:
+    """Runs blocking file operations on at most `threads` worker threads.
+
+    Cancelling the awaiting task waits for the running operation to finish (never abandons a
+    thread half-way through a rename), then raises the cancellation.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def __repr__(self) -> str:
+        return f"<DiskIO [threads: {self._threads}]>"
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._threads)
+        if kwargs:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs),
+                                                  limiter=self._limiter)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+
+def oserror(exc: OSError, action: str) -> CacheError:
+    """Translate an OSError into our tree (full disk gets its own type)."""
+    path = exc.filename if isinstance(exc.filename, str) else "?"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientDiskSpaceError(
+            f"disk full while trying to {action} ({path})", needed=0, available=0, path=path
+        )
+    return CacheError(f"could not {action}: {exc.strerror or exc} ({path})")
+
+
+def makedirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Write `data` to a unique temp next to `path`, fsync, then `os.replace` onto `path`."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.{unique_suffix()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+def write_if_changed(path: str, data: bytes) -> bool:
+    """Atomic write that skips identical content (read-only caches stay usable)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    write_atomic(path, data)
+    return True
+
+
+def create_if_missing(path: str, data: bytes) -> None:
+    if not os.path.exists(path):
+        with contextlib.suppress(FileExistsError):
+            write_atomic(path, data, durable=False)
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def file_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def symlinks_supported(folder: str) -> bool:
+    """Probe once per folder: can a relative symlink be created there?"""
+    if folder in _symlink_support:
+        return _symlink_support[folder]
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".symlink-probe.{unique_suffix()}")
+    try:
+        os.symlink("target-that-does-not-exist", probe)
+    except OSError:
+        supported = False
+    else:
+        supported = True
+        os.unlink(probe)
+    _symlink_support[folder] = supported
+    return supported
+
+
+def symlink_atomic(target: str, link: str) -> None:
+    """Point `link` at `target` (relative), replacing whatever was there in one rename."""
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    tmp = f"{link}.{unique_suffix()}.tmp"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def copy_atomic(src: str, dst: str) -> None:
+    """Copy `src` to a temp next to `dst`, fsync, then replace `dst`."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = f"{dst}.{unique_suffix()}.tmp"
+    try:
+        shutil.copyfile(src, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def move_into_place(src: str, dst: str) -> None:
+    """Rename a finished temp file onto its final path (same filesystem by construction)."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+    fsync_dir(os.path.dirname(dst))
+
+
+def remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def free_space(folder: str) -> int:
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return shutil.disk_usage(probe).free
+
+
+def new_hasher(etag: str) -> _Hash | None:
+    """sha256 for LFS etags, git-sha1 (primed later with the header) for git blobs, else None."""
+    if len(etag) == 64:
+        return hashlib.sha256()
+    if len(etag) == 40:
+        return hashlib.sha1(usedforsecurity=False)
+    return None
+
+
+def git_blob_header(size: int) -> bytes:
+    return b"blob %d\x00" % size
+
+
+def hash_file(path: str, etag: str) -> str | None:
+    """Hash a whole file the way its etag was made (None when the etag is not a digest)."""
+    hasher = new_hasher(etag)
+    if hasher is None:
+        return None
+    if len(etag) == 40:
+        hasher.update(git_blob_header(os.stat(path).st_size))
+    with open(path, "rb") as f:
+        while block := f.read(READ_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+class TempFile:
+    """A temp file written at positions, optionally hashed in order, closed exactly once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def __repr__(self) -> str:
+        return f"<TempFile {self.path}>"
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int,
+               hasher: _Hash | None = None) -> None:
+        assert self._fd is not None, "write after close"
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view = view[written:]
+            offset += written
+        if hasher is not None:
+            hasher.update(data)
+
+    def truncate(self, size: int = 0) -> None:
+        assert self._fd is not None
+        os.ftruncate(self._fd, size)
+
+    def finish(self) -> int:
+        """fsync and close; return the final size."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+            return os.fstat(self._fd).st_size
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def discard(self) -> None:
+        self.close()
+        remove_quietly(self.path)

@@ -1,0 +1,241 @@
+"""Turns a list of remote files into work, and runs it.
+
+``plan()`` is pure: checked files in, ordered work out (largest downloads first so big transfers
+start early and small files fill the gaps). ``Scheduler.run()`` owns one task group per run: N
+workers behind the shared connection limiter pull file tasks from a bounded channel; each task
+fetches into a temp file (ranges for big files, inside the Fetcher) and hands the commit to the
+cache writer. Per-file failures are collected, never left as a bare ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import filelock
+
+from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
+from hubasync._exceptions import HubError, InsufficientDiskSpaceError
+from hubasync._fileio import DiskIO, free_space, remove_quietly
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from hubasync._bus import ProgressBus
+    from hubasync._cache_writer import CacheWriter
+    from hubasync._destinations import Check, Destination
+    from hubasync._models import RemoteFile
+    from hubasync._worker import Fetcher
+
+log = logging.getLogger("hubasync")
+LOCK_POLL: Final = 0.25
+DISK_MARGIN: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileTask:
+    remote: RemoteFile
+    check: Check
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do; built without I/O."""
+
+    done: tuple[FileTask, ...]
+    materialize: tuple[FileTask, ...]
+    download: tuple[FileTask, ...]
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(t.remote.size or 0 for t in self.download)
+
+
+def plan(remotes: Sequence[RemoteFile], checks: Sequence[Check]) -> Plan:
+    tasks = [FileTask(r, c) for r, c in zip(remotes, checks, strict=True)]
+    return Plan(
+        done=tuple(t for t in tasks if t.check.action == "done"),
+        materialize=tuple(t for t in tasks if t.check.action == "materialize"),
+        download=tuple(sorted((t for t in tasks if t.check.action == "download"),
+                              key=lambda t: -(t.remote.size or 0))),
+    )
+
+
+@dataclass
+class RunResult:
+    paths: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    bytes_downloaded: int = 0
+    bytes_from_cache: int = 0
+    files_from_cache: int = 0
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: int
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+
+
+@contextlib.asynccontextmanager
+async def blob_lock(disk: DiskIO, path: str) -> AsyncIterator[None]:
+    """Best-effort inter-process lock at the official path (flock); never needed for safety."""
+    lock = filelock.FileLock(path, thread_local=False, mode=0o664)
+
+    def try_acquire() -> bool:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False
+        except OSError:
+            return True  # unlockable filesystem: go on without (renames keep us safe)
+        return True
+
+    # Another process holds it: poll, flock has no async wake-up across processes.
+    while not await disk.run(try_acquire):  # noqa: ASYNC110
+        await anyio.sleep(LOCK_POLL)
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await disk.run(lock.release)
+
+
+class Scheduler:
+    def __init__(self, *, fetcher: Fetcher, writer: CacheWriter, disk: DiskIO,
+                 bus: ProgressBus, max_workers: int) -> None:
+        self._fetcher = fetcher
+        self._writer = writer
+        self._disk = disk
+        self._bus = bus
+        self._max_workers = max_workers
+        self.active = 0
+        self.queued = 0
+
+    def __repr__(self) -> str:
+        return f"<Scheduler [files: {self.active} active, {self.queued} queued]>"
+
+    async def run(self, info: RunInfo, destination: Destination, remotes: Sequence[RemoteFile],
+                  *, force: bool = False, max_workers: int | None = None) -> RunResult:
+        started = time.monotonic()
+        checks = await self._disk.run(
+            lambda: [destination.check(r, force=force) for r in remotes]
+        )
+        work = plan(remotes, checks)
+        cached = (*work.done, *work.materialize)
+        self._bus.publish(PlanReady(
+            run_id=info.run_id, repo_id=info.repo_id, repo_type=info.repo_type,
+            revision=info.revision, commit=info.commit, total_files=len(remotes),
+            total_bytes=sum(r.size or 0 for r in remotes), cached_files=len(cached),
+            cached_bytes=sum(t.remote.size or 0 for t in cached),
+        ))
+        result = RunResult()
+        try:
+            await self._check_space(destination.root, work.download_bytes)
+            for task in work.done:
+                self._finish(info, task, task.check.path, result, from_cache=True, t0=started)
+            workers = max(1, min(max_workers or self._max_workers, len(work.download) or 1))
+            async with anyio.create_task_group() as tg:
+                for task in work.materialize:
+                    tg.start_soon(self._materialize, info, task, result)
+                send, receive = anyio.create_memory_object_stream[FileTask](workers)
+                async with receive:
+                    for _ in range(workers):
+                        tg.start_soon(self._worker, info, destination, receive.clone(), result,
+                                      force)
+                async with send:
+                    self.queued += len(work.download)
+                    for task in work.download:
+                        await send.send(task)
+        finally:
+            self._bus.publish(RunDone(
+                run_id=info.run_id, ok=not result.errors, files=len(result.paths),
+                files_from_cache=result.files_from_cache, files_failed=len(result.errors),
+                bytes_downloaded=result.bytes_downloaded, bytes_from_cache=result.bytes_from_cache,
+                seconds=time.monotonic() - started, path=destination.root,
+            ))
+        return result
+
+    async def _check_space(self, root: str, needed: int) -> None:
+        if needed == 0:
+            return
+        available = await self._disk.run(free_space, root)
+        if needed + DISK_MARGIN > available:
+            raise InsufficientDiskSpaceError(
+                f"not enough disk space in {root}: {needed:,} bytes to download, "
+                f"{available:,} available", needed=needed, available=available, path=root,
+            )
+
+    def _finish(self, info: RunInfo, task: FileTask, path: str, result: RunResult, *,
+                from_cache: bool, t0: float) -> None:
+        size = task.remote.size or 0
+        result.paths[task.remote.path] = path
+        if from_cache:
+            result.files_from_cache += 1
+            result.bytes_from_cache += size
+        else:
+            result.bytes_downloaded += size
+        self._bus.publish(FileDone(run_id=info.run_id, path=task.remote.path, size=size,
+                                   from_cache=from_cache, local_path=path,
+                                   seconds=time.monotonic() - t0))
+
+    def _fail(self, info: RunInfo, task: FileTask, exc: Exception, result: RunResult) -> None:
+        result.errors[task.remote.path] = exc
+        self._bus.publish(FileFailed(run_id=info.run_id, path=task.remote.path,
+                                     error_type=type(exc).__name__, message=str(exc)))
+
+    async def _materialize(self, info: RunInfo, task: FileTask, result: RunResult) -> None:
+        t0 = time.monotonic()
+        fn = task.check.materialize
+        assert fn is not None
+        try:
+            await self._writer.submit(fn)
+        except (HubError, OSError) as exc:
+            self._fail(info, task, exc, result)
+        else:
+            self._finish(info, task, task.check.path, result, from_cache=True, t0=t0)
+
+    async def _worker(self, info: RunInfo, destination: Destination,
+                      receive: anyio.abc.ObjectReceiveStream[FileTask], result: RunResult,
+                      force: bool) -> None:
+        async with receive:
+            async for task in receive:
+                self.queued -= 1
+                self.active += 1
+                t0 = time.monotonic()
+                try:
+                    path, fetched = await self._download(info, destination, task, force)
+                except (HubError, OSError) as exc:
+                    log.debug("download of %s failed", task.remote.path, exc_info=True)
+                    self._fail(info, task, exc, result)
+                else:
+                    self._finish(info, task, path, result, from_cache=not fetched, t0=t0)
+                finally:
+                    self.active -= 1
+
+    async def _download(self, info: RunInfo, destination: Destination, task: FileTask,
+                        force: bool) -> tuple[str, bool]:
+        remote = task.remote
+        async with blob_lock(self._disk, destination.lock_path(remote)):
+            if not force:  # another process (or worker) may have finished it meanwhile
+                again = await self._disk.run(destination.check, remote, force=False)
+                if again.action == "done":
+                    return again.path, False
+                if again.action == "materialize" and again.materialize is not None:
+                    await self._writer.submit(again.materialize)
+                    return again.path, False
+            temp = destination.temp_path(remote)
+            await self._fetcher.fetch(info.run_id, remote, temp)
+            try:
+                path = await self._writer.submit(lambda: destination.commit(remote, temp))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._disk.run(remove_quietly, temp)
+                raise
+            return path, True
