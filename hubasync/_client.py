@@ -77,7 +77,7 @@ class HubClient:
         self._transport = AiohttpTransport(
             endpoint=cfg.endpoint, token=cfg.token, max_connections=cfg.max_connections,
             gate=self._gate, offline=cfg.offline, user_agent=cfg.user_agent,
-            on_rate_limited=self._rate_limited,
+            on_rate_limited=self._rate_limited, max_wait=cfg.retry.retry_after_max,
         )
         api = HubApi(self._transport, endpoint=cfg.endpoint, etag_timeout=cfg.etag_timeout,
                      api_timeout=max(cfg.download_timeout, cfg.etag_timeout), retry=cfg.retry)

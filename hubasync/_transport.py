@@ -130,7 +130,9 @@ class AiohttpTransport:
         user_agent: str | None = None,
         on_rate_limited: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        max_wait: float = 300.0,
     ) -> None:
+        self._max_wait = max_wait
         self._endpoint_origin = origin(endpoint)
         self._token = token
         self._max_connections = max_connections
@@ -188,7 +190,7 @@ class AiohttpTransport:
         if status != 429:
             return
         wait = server_wait(headers, now=self._clock())
-        wait = DEFAULT_RATE_LIMIT_WAIT if wait is None else wait
+        wait = DEFAULT_RATE_LIMIT_WAIT if wait is None else min(wait, self._max_wait)
         self._gate.block(host_key(url), wait)
         if self._on_rate_limited is not None:
             self._on_rate_limited(host_key(url), wait)
