@@ -119,14 +119,14 @@ class HubClient:
         assert self._tg is not None
         assert self._engine is not None
         assert self._transport is not None
-        with anyio.CancelScope(shield=True):
-            await self._engine.writer.aclose()
-            try:
-                result = await self._tg.__aexit__(exc_type, exc, tb)
-            finally:
+        try:
+            await self._engine.writer.aclose()  # the writer drains its queue, then returns
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
                 await self._transport.aclose()
                 await self.bus.aclose()
-        return result
+        return None
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) is ClientState.OPENED:

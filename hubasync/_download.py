@@ -376,9 +376,11 @@ def _raise_for_result(repo: RepoRef, result: RunResult) -> None:
         return
     names = ", ".join(sorted(result.errors)[:5])
     more = f" and {len(result.errors) - 5} more" if len(result.errors) > 5 else ""
+    first = result.errors[min(result.errors)]
     raise SnapshotError(
-        f"{len(result.errors)} file(s) of {repo.repo_id} failed: {names}{more}; the "
-        f"{len(result.paths)} that succeeded are in the cache, a re-run fetches only the rest",
+        f"{len(result.errors)} file(s) of {repo.repo_id} failed: {names}{more} (first: "
+        f"{type(first).__name__}: {first}); the {len(result.paths)} that succeeded are in the "
+        "cache, a re-run fetches only the rest",
         result.errors,
     )
 

@@ -8,6 +8,7 @@ Three rules live here and nowhere else:
   Retry-After the server asked for, so one rate limit pauses every worker on that host.
 * aiohttp exceptions are translated at this boundary; no aiohttp type escapes this module.
 
+URLs are sent exactly as given (``encoded=True``): signed CDN URLs break if re-quoted.
 Redirects are never followed here: callers decide (relative Hub redirects are followed, absolute
 CDN redirects are read).
 """
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from hubasync._exceptions import ConnectError, OfflineModeIsEnabled, ReadError, ReadTimeout
 from hubasync._retry import server_wait
@@ -210,7 +212,7 @@ class AiohttpTransport:
                                                sock_read=read_timeout)
         with map_exceptions(url):
             async with self._session(url).request(
-                method, url, headers=self._headers(url, headers), data=data,
+                method, URL(url, encoded=True), headers=self._headers(url, headers), data=data,
                 allow_redirects=False, timeout=client_timeout,
             ) as resp:
                 body = await resp.read() if method != "HEAD" else b""
@@ -228,7 +230,7 @@ class AiohttpTransport:
                                                sock_read=read_timeout)
         with map_exceptions(url):
             resp = await self._session(url).get(
-                url, headers=self._headers(url, headers), allow_redirects=False,
+                URL(url, encoded=True), headers=self._headers(url, headers), allow_redirects=False,
                 timeout=client_timeout,
             )
         try:
