@@ -292,8 +292,9 @@ class ProgressBus:
     ) -> Subscription:
         """A buffered subscription (an async context manager and async iterator of events).
 
-        Only events of `run_id` when given (plus host-wide events, whose run_id is 0). Beyond `max_pending` buffered events, progress for a
-        file is merged into that file's newest pending progress event.
+        Only events of `run_id` when given (plus host-wide events, whose run_id is 0). Beyond
+        `max_pending` buffered events, progress for a file is merged into that file's newest
+        pending progress event.
         """
         if max_pending < 1:
             raise ConfigError(f"max_pending must be >= 1, got {max_pending!r}")
