@@ -26,6 +26,7 @@ from hubasync._cache_layout import (
 )
 from hubasync._destinations import CacheDestination, Destination, LocalDirDestination
 from hubasync._exceptions import (
+    DisabledRepoError,
     FileMetadataError,
     HubHTTPError,
     IncompleteSnapshotError,
@@ -178,6 +179,7 @@ def _read_ref(cache: RepoCache, revision: str) -> str | None:
 async def download_file(eng: Engine, repo: RepoRef, filename: str, *, revision: str | None,
                         local_dir: str | None, force: bool, local_files_only: bool) -> str:
     revision = revision or DEFAULT_REVISION
+    check_relative_path(revision, what="revision")  # git forbids `..` in refs; so do paths
     check_relative_path(filename)
     cache = RepoCache(eng.cache_dir, repo)
     layout = LocalDirLayout(local_dir) if local_dir else None
@@ -300,6 +302,7 @@ class SnapshotRequest:
 
 async def snapshot(eng: Engine, req: SnapshotRequest) -> str:
     repo, revision = req.repo, req.revision or DEFAULT_REVISION
+    check_relative_path(revision, what="revision")
     cache = RepoCache(eng.cache_dir, repo)
     layout = LocalDirLayout(req.local_dir) if req.local_dir else None
     commit: str | None = revision if is_commit_hash(revision) else None
@@ -374,6 +377,11 @@ async def _destination(eng: Engine, cache: RepoCache, layout: LocalDirLayout | N
 def _raise_for_result(repo: RepoRef, result: RunResult) -> None:
     if not result.errors:
         return
+    for error in result.errors.values():  # a repo-wide refusal is raised as itself
+        if isinstance(error, RepositoryNotFoundError | DisabledRepoError) or (
+            isinstance(error, HubHTTPError) and error.status == 401
+        ):
+            raise error
     names = ", ".join(sorted(result.errors)[:5])
     more = f" and {len(result.errors) - 5} more" if len(result.errors) > 5 else ""
     first = result.errors[min(result.errors)]
