@@ -212,9 +212,9 @@ async def test_local_dir_snapshot_and_rerun(hub: FakeHub, tmp_path: Path) -> Non
         os.utime(target / "config.json", (1e10, 1e10))
         await client.snapshot_download("org/model", local_dir=target)
         assert (target / "config.json").read_bytes() == repo.files_at("main")["config.json"].data
-        path = await client.hf_hub_download("org/model", "tokenizer.json", local_dir=target,
-                                            revision=commit)
-        assert path == str(target.resolve() / "tokenizer.json")
+        local = await client.hf_hub_download("org/model", "tokenizer.json", local_dir=target,
+                                             revision=commit)
+        assert local == str(target.resolve() / "tokenizer.json")
 
 
 async def test_local_dir_copies_from_cache_without_download(hub: FakeHub,
