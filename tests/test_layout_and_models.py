@@ -139,8 +139,9 @@ def test_tree_file_matches_the_official_format() -> None:
     assert parse_tree_json("not json") is None
 
 
-def _resp(status: int, url: str, body: bytes = b"", **headers: str) -> Response:
-    return Response(status=status, headers=CIMultiDictProxy(CIMultiDict(headers)), url=url,
+def _resp(status: int, url: str, *, body: bytes = b"",
+          headers: dict[str, str] | None = None) -> Response:
+    return Response(status=status, headers=CIMultiDictProxy(CIMultiDict(headers or {})), url=url,
                     body=body)
 
 
@@ -167,8 +168,8 @@ HUB = "https://hub.example"
 def test_error_mapping(status: int, headers: dict[str, str], url: str,
                        cls: type[hubasync.HubHTTPError]) -> None:
     with pytest.raises(cls) as info:
-        raise_for_status(_resp(status, url, b'{"error": "server says no"}',
-                               **{"X-Request-Id": "req-1", **headers}))
+        raise_for_status(_resp(status, url, body=b'{"error": "server says no"}',
+                               headers={"X-Request-Id": "req-1", **headers}))
     assert type(info.value) is cls
     assert info.value.status == status
     assert info.value.request_id == "req-1"
@@ -179,12 +180,12 @@ def test_error_mapping(status: int, headers: dict[str, str], url: str,
 def test_gated_is_catchable_as_repo_not_found_and_429_carries_retry_after() -> None:
     assert issubclass(hubasync.GatedRepoError, hubasync.RepositoryNotFoundError)
     with pytest.raises(hubasync.RateLimitedError) as info:
-        raise_for_status(_resp(429, f"{HUB}/x", **{"Retry-After": "7"}))
+        raise_for_status(_resp(429, f"{HUB}/x", headers={"Retry-After": "7"}))
     assert info.value.retry_after == 7
     assert isinstance(info.value, hubasync.TransientError)
     with pytest.raises(hubasync.RemoteEntryNotFoundError) as missing:
         raise_for_status(_resp(404, f"{HUB}/a/resolve/main/x",
-                               **{"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}))
+                               headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}))
     assert missing.value.commit_hash == COMMIT
     assert isinstance(missing.value, hubasync.EntryNotFoundError)
 
@@ -196,6 +197,6 @@ def test_signed_query_never_in_error_messages() -> None:
 
 
 def test_next_page_link() -> None:
-    resp = _resp(200, HUB, Link='<https://hub.example/api/x?cursor=abc&recursive=true>; rel="next"')
+    resp = _resp(200, HUB, headers={"Link": '<https://hub.example/api/x?cursor=abc&recursive=true>; rel="next"'})
     assert next_page_url(resp) == "https://hub.example/api/x?cursor=abc&recursive=true"
     assert next_page_url(_resp(200, HUB)) is None
