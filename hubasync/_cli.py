@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
+import anyio.to_thread
 
 from hubasync._api import hf_hub_download, snapshot_download
 from hubasync._events import Event, FileDone, FileFailed, PlanReady, Retrying, RunDone
@@ -105,11 +106,14 @@ async def _download(args: argparse.Namespace) -> str:
 
 
 async def _demo(args: argparse.Namespace) -> str:
-    from hubasync.testing import demo_repo, run_demo
+    from hubasync._demo import demo_repo, run_demo  # the fake server loads only for the demo
 
     progress = None if args.quiet else _LogProgress()
-    cache = tempfile.mkdtemp(prefix="hubasync-demo-")
-    repo = demo_repo(total_bytes=args.size_mib * 1024 * 1024)
+    cache = await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="hubasync-demo-"))
+    _err(f"demo: serving a {args.size_mib} MiB repo from an in-process FakeHub; cache: {cache}")
+    repo = await anyio.to_thread.run_sync(
+        lambda: demo_repo(total_bytes=args.size_mib * 1024 * 1024)
+    )
     return await run_demo(repo, cache_dir=cache, progress=progress)
 
 
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     runner = {"download": _download, "demo": _demo}[args.command]
     try:
-        path = anyio.run(runner, args)
+        path: str = anyio.run(runner, args)
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
