@@ -213,7 +213,8 @@ class HubApi:
             next_url = next_page_url(resp)
 
     async def _head_once(self, url: str) -> Response:
-        """HEAD, following relative redirects only (path replaced, query dropped)."""
+        """HEAD, following relative redirects only (same scheme and host, the new path and query,
+        as huggingface_hub 2.x does; its 0.x/1.x versions dropped the query)."""
         current = url
         for _ in range(20):
             resp = await self._transport.request(
@@ -227,7 +228,7 @@ class HubApi:
             if location.netloc:
                 return resp  # absolute (CDN): read, never followed
             base = urlsplit(current)
-            current = urlunsplit((base.scheme, base.netloc, location.path, "", ""))
+            current = urlunsplit((base.scheme, base.netloc, location.path, location.query, ""))
         raise FileMetadataError(f"too many redirects for {redact_url(url)}")
 
     async def file_metadata(self, url: str) -> FileMetadata:
@@ -248,5 +249,6 @@ class HubApi:
         location = resp.headers.get("Location") or resp.url
         if not urlsplit(location).netloc:
             base = urlsplit(resp.url)
-            location = urlunsplit((base.scheme, base.netloc, urlsplit(location).path, "", ""))
+            rel = urlsplit(location)
+            location = urlunsplit((base.scheme, base.netloc, rel.path, rel.query, ""))
         return FileMetadata(commit_hash=commit, etag=etag, location=location, size=size)
