@@ -26,6 +26,7 @@ from hubasync._download import Engine, SnapshotRequest, download_file, snapshot
 from hubasync._events import Event, RateLimited
 from hubasync._exceptions import ClientClosedError, OfflineModeIsEnabled
 from hubasync._fileio import DiskIO
+from hubasync._flight import SingleFlight
 from hubasync._hub_api import HubApi
 from hubasync._models import RepoFile, RepoFolder, RepoInfo, RepoRef, check_repo_type
 from hubasync._ratelimit import HostGate, TokenBucket
@@ -35,7 +36,7 @@ from hubasync._types import DEFAULT_REVISION, StrPath
 from hubasync._worker import Fetcher
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -61,6 +62,7 @@ class HubClient:
         self._tg: TaskGroup | None = None
         self._engine: Engine | None = None
         self._transport: AiohttpTransport | None = None
+        self._flights = SingleFlight()
 
     def __repr__(self) -> str:
         return (f"<HubClient [{self._state.value}] endpoint={self.config.endpoint} "
@@ -120,6 +122,7 @@ class HubClient:
         assert self._engine is not None
         assert self._transport is not None
         try:
+            self._flights.cancel_all()  # downloads in flight stop; their callers get an error
             await self._engine.writer.aclose()  # the writer drains its queue, then returns
             await self._tg.__aexit__(None, None, None)
         finally:
@@ -169,11 +172,13 @@ class HubClient:
         repo = RepoRef(repo_id=repo_id, repo_type=check_repo_type(repo_type))
         if subfolder:
             filename = f"{subfolder.strip('/')}/{filename}"
-        return await download_file(
-            engine, repo, filename, revision=revision,
-            local_dir=await _abs_dir(local_dir), force=force_download,
-            local_files_only=local_files_only or self.config.offline,
-        )
+        target = await _abs_dir(local_dir)
+        offline = local_files_only or self.config.offline
+        key = ("file", repo, filename, revision, target, force_download, offline)
+        return await self._shared(key, lambda: download_file(
+            engine, repo, filename, revision=revision, local_dir=target, force=force_download,
+            local_files_only=offline,
+        ))
 
     async def snapshot_download(
         self, repo_id: str, *, repo_type: str | None = None, revision: str | None = None,
@@ -190,7 +195,15 @@ class HubClient:
             force=force_download, local_files_only=local_files_only or self.config.offline,
             max_workers=max_workers,
         )
-        return await snapshot(engine, request)
+        key = ("snapshot", request.repo, request.revision, request.local_dir,
+               _patterns_key(allow_patterns), _patterns_key(ignore_patterns),
+               request.force, request.local_files_only, max_workers)
+        return await self._shared(key, lambda: snapshot(engine, request))
+
+    async def _shared(self, key: Hashable, fn: Callable[[], Awaitable[str]]) -> str:
+        """Run in the client's task group, shared with concurrent callers of the same key."""
+        assert self._tg is not None
+        return await self._flights.run(self._tg, key, fn)
 
     async def repo_info(self, repo_id: str, *, repo_type: str | None = None,
                         revision: str | None = None) -> RepoInfo:
@@ -218,6 +231,12 @@ class HubClient:
     def _forbid_offline(self) -> None:
         if self.config.offline:
             raise OfflineModeIsEnabled("offline mode is enabled (HF_HUB_OFFLINE=1)")
+
+
+def _patterns_key(patterns: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if patterns is None:
+        return None
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
 
 
 async def _abs_dir(path: StrPath | None) -> str | None:
