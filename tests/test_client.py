@@ -94,17 +94,16 @@ async def test_close_with_downloads_in_flight(hub: FakeHub, tmp_path: Path) -> N
     hub.add_fault(Fault.stall(after_bytes=1000, seconds=30, server="cdn"))
     errors: list[BaseException] = []
     with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            async with HubClient(config(hub, tmp_path)) as client:
+        async with anyio.create_task_group() as tg, HubClient(config(hub, tmp_path)) as client:
 
-                async def call() -> None:
-                    try:
-                        await client.snapshot_download("org/model")
-                    except hubasync.HubError as exc:
-                        errors.append(exc)
+            async def call() -> None:
+                try:
+                    await client.snapshot_download("org/model")
+                except hubasync.HubError as exc:
+                    errors.append(exc)
 
-                tg.start_soon(call)
-                await anyio.sleep(0.3)
+            tg.start_soon(call)
+            await anyio.sleep(0.3)
     assert len(errors) == 1
     assert isinstance(errors[0], hubasync.ClientClosedError)
     assert leftovers(tmp_path) == []
