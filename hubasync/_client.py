@@ -14,6 +14,7 @@ import enum
 import itertools
 import os
 import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING, Self
 
 import anyio
@@ -26,7 +27,7 @@ from hubasync._download import Engine, SnapshotRequest, download_file, snapshot
 from hubasync._events import Event, RateLimited
 from hubasync._exceptions import ClientClosedError, OfflineModeIsEnabled
 from hubasync._fileio import DiskIO
-from hubasync._flight import SingleFlight
+from hubasync._flight import Download, SingleFlight
 from hubasync._hub_api import HubApi
 from hubasync._models import RepoFile, RepoFolder, RepoInfo, RepoRef, check_repo_type
 from hubasync._ratelimit import HostGate, TokenBucket
@@ -62,7 +63,8 @@ class HubClient:
         self._tg: TaskGroup | None = None
         self._engine: Engine | None = None
         self._transport: AiohttpTransport | None = None
-        self._flights = SingleFlight()
+        self._flights = SingleFlight(self._next_run_id)
+        self._run_ids = itertools.count(1)
 
     def __repr__(self) -> str:
         return (f"<HubClient [{self._state.value}] endpoint={self.config.endpoint} "
@@ -98,7 +100,7 @@ class HubClient:
         self._engine = Engine(api=api, scheduler=scheduler, writer=writer, disk=disk,
                               bus=self.bus, cache_dir=cfg.cache_dir,
                               disable_symlinks=cfg.disable_symlinks,
-                              run_ids=itertools.count(1))
+                              run_ids=self._run_ids)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._tg.start(writer.serve)
@@ -143,6 +145,9 @@ class HubClient:
             )
         return self._engine
 
+    def _next_run_id(self) -> int:
+        return next(self._run_ids)
+
     def _rate_limited(self, host: str, wait: float) -> None:
         self.bus.publish(RateLimited(run_id=0, host=host, wait=wait))
 
@@ -175,10 +180,11 @@ class HubClient:
         target = await _abs_dir(local_dir)
         offline = local_files_only or self.config.offline
         key = ("file", repo, filename, revision, target, force_download, offline)
-        return await self._shared(key, lambda: download_file(
+        download = self._start(key, lambda run_id: download_file(
             engine, repo, filename, revision=revision, local_dir=target, force=force_download,
-            local_files_only=offline,
+            local_files_only=offline, run_id=run_id,
         ))
+        return await download.wait()
 
     async def snapshot_download(
         self, repo_id: str, *, repo_type: str | None = None, revision: str | None = None,
@@ -187,6 +193,26 @@ class HubClient:
         force_download: bool = False, local_files_only: bool = False,
     ) -> str:
         """Download a whole repo at a revision; return the snapshot folder (or local_dir)."""
+        download = await self.start_snapshot(
+            repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir,
+            allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
+            max_workers=max_workers, force_download=force_download,
+            local_files_only=local_files_only, background=False,
+        )
+        return await download.wait()
+
+    async def start_snapshot(
+        self, repo_id: str, *, repo_type: str | None = None, revision: str | None = None,
+        local_dir: StrPath | None = None, allow_patterns: str | Sequence[str] | None = None,
+        ignore_patterns: str | Sequence[str] | None = None, max_workers: int | None = None,
+        force_download: bool = False, local_files_only: bool = False, background: bool = True,
+    ) -> Download:
+        """Start (or join) a snapshot download and return its handle at once.
+
+        The same request already in flight returns the same handle. A background download
+        runs until it ends, `download.cancel()` or the client closes; watch it with
+        `download.wait()` or `hub.events(run_id=download.run_id)`.
+        """
         engine = self._open_engine()
         repo = RepoRef(repo_id=repo_id, repo_type=check_repo_type(repo_type))
         request = SnapshotRequest(
@@ -198,12 +224,19 @@ class HubClient:
         key = ("snapshot", request.repo, request.revision, request.local_dir,
                _patterns_key(allow_patterns), _patterns_key(ignore_patterns),
                request.force, request.local_files_only, max_workers)
-        return await self._shared(key, lambda: snapshot(engine, request))
+        return self._start(
+            key, lambda run_id: snapshot(engine, replace(request, run_id=run_id)),
+            background=background,
+        )
 
-    async def _shared(self, key: Hashable, fn: Callable[[], Awaitable[str]]) -> str:
-        """Run in the client's task group, shared with concurrent callers of the same key."""
+    def get_download(self, download_id: str) -> Download | None:
+        """A download started on this client, by its id (finished ones are kept a while)."""
+        return self._flights.by_id.get(download_id)
+
+    def _start(self, key: Hashable, fn: Callable[[int], Awaitable[str]], *,
+               background: bool = False) -> Download:
         assert self._tg is not None
-        return await self._flights.run(self._tg, key, fn)
+        return self._flights.start(self._tg, key, fn, background=background)
 
     async def repo_info(self, repo_id: str, *, repo_type: str | None = None,
                         revision: str | None = None) -> RepoInfo:

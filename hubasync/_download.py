@@ -177,7 +177,8 @@ def _read_ref(cache: RepoCache, revision: str) -> str | None:
 
 
 async def download_file(eng: Engine, repo: RepoRef, filename: str, *, revision: str | None,
-                        local_dir: str | None, force: bool, local_files_only: bool) -> str:
+                        local_dir: str | None, force: bool, local_files_only: bool,
+                        run_id: int | None = None) -> str:
     revision = revision or DEFAULT_REVISION
     check_relative_path(revision, what="revision")  # git forbids `..` in refs; so do paths
     check_relative_path(filename)
@@ -222,8 +223,8 @@ async def download_file(eng: Engine, repo: RepoRef, filename: str, *, revision: 
                                        disable_symlinks=eng.disable_symlinks)
         await eng.writer.submit(lambda: create_if_missing(cache.cachedir_tag,
                                                           CACHEDIR_TAG_CONTENT.encode()))
-    info = RunInfo(run_id=eng.next_run(), repo_id=repo.repo_id, repo_type=repo.repo_type,
-                   revision=revision, commit=meta.commit_hash)
+    info = RunInfo(run_id=run_id or eng.next_run(), repo_id=repo.repo_id,
+                   repo_type=repo.repo_type, revision=revision, commit=meta.commit_hash)
     result = await eng.scheduler.run(info, destination, [remote], force=force)
     if result.errors:
         raise next(iter(result.errors.values()))
@@ -298,6 +299,7 @@ class SnapshotRequest:
     force: bool = False
     local_files_only: bool = False
     max_workers: int | None = None
+    run_id: int | None = None
 
 
 async def snapshot(eng: Engine, req: SnapshotRequest) -> str:
@@ -329,8 +331,8 @@ async def snapshot(eng: Engine, req: SnapshotRequest) -> str:
     remotes = [RemoteFile(path=p, etag=by_path[p].etag, size=by_path[p].size,
                           url=eng.api.resolve_url(repo, commit, p)) for p in wanted]
     destination = await _destination(eng, cache, layout, commit)
-    info = RunInfo(run_id=eng.next_run(), repo_id=repo.repo_id, repo_type=repo.repo_type,
-                   revision=revision, commit=commit)
+    info = RunInfo(run_id=req.run_id or eng.next_run(), repo_id=repo.repo_id,
+                   repo_type=repo.repo_type, revision=revision, commit=commit)
     result = await eng.scheduler.run(info, destination, remotes, force=req.force,
                                      max_workers=req.max_workers)
     _raise_for_result(repo, result)

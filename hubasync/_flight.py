@@ -1,86 +1,138 @@
 """Single flight: callers asking for the same download at once share one.
 
-The download runs in a task owned by the client's task group, not by any caller, so a caller
-that is cancelled does not cancel it for the others. When the last caller gives up, the download
-is cancelled (nobody wants it any more) and forgotten, so a new caller starts afresh.
+A download runs in a task owned by the client's task group, not by any caller, so a caller that
+is cancelled does not cancel it for the others. When the last caller awaiting it gives up, the
+download is cancelled (nobody wants it any more) and forgotten, so a new caller starts afresh,
+unless it was started in the background (`HubClient.start_snapshot`), which only `cancel()` or
+closing the client stops.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import secrets
+from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 
-from hubasync._exceptions import ClientClosedError
+from hubasync._exceptions import ClientClosedError, HubError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Hashable
 
     from anyio.abc import TaskGroup
 
-T = TypeVar("T")
+DownloadState = Literal["running", "done", "failed", "cancelled"]
+KEEP_FINISHED: Final = 1000
 
 
-class _Flight(Generic[T]):
-    __slots__ = ("done", "error", "finished", "result", "scope", "waiters")
+class Download:
+    """A handle on one download in flight (or finished) in a HubClient.
 
-    def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
-        self.result: T | None = None
+    ``id`` is a short random string, ``run_id`` tags its events on the client's bus,
+    ``state`` is running / done / failed / cancelled, ``path`` and ``error`` say how it ended.
+    """
+
+    def __init__(self, key: Hashable, run_id: int, *, background: bool) -> None:
+        self.id = secrets.token_hex(8)
+        self.key = key
+        self.run_id = run_id
+        self.background = background
+        self.state: DownloadState = "running"
+        self.path: str | None = None
         self.error: BaseException | None = None
-        self.finished = False
-        self.waiters = 0
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+        self._waiters = 0
+        self._on_abandon: Callable[[Download], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Download {self.id} [{self.state} | run {self.run_id}, callers: {self._waiters}]>"
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Stop the transfer (within a second); temp files are removed, the cache stays valid."""
+        if not self.done:
+            self.state = "cancelled"
+            self._scope.cancel()
+
+    async def wait(self) -> str:
+        """The local path once done; raises the download's error (or ClientClosedError)."""
+        self._waiters += 1
+        try:
+            await self._done.wait()
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0 and not self.done and not self.background:
+                if self._on_abandon is not None:
+                    self._on_abandon(self)
+                self.cancel()
+        if self.error is not None:
+            raise self.error
+        assert self.path is not None
+        return self.path
+
+    async def _drive(self, fn: Callable[[int], Awaitable[str]]) -> None:
+        with self._scope:
+            try:
+                self.path = await fn(self.run_id)
+                self.state = "done"
+            except HubError as exc:
+                self.error, self.state = exc, "failed"
+            except Exception as exc:  # an unexpected bug must reach the callers, not the client
+                self.error, self.state = exc, "failed"
+        if self.path is None and self.error is None:
+            self.state = "cancelled"
+            self.error = ClientClosedError("the download was cancelled")
+        self._done.set()
 
 
 class SingleFlight:
-    """``await flights.run(tg, key, fn)``: at most one ``fn()`` per key in flight."""
+    """At most one download per key in flight; finished ones stay listed until forgotten."""
 
-    def __init__(self) -> None:
-        self._flights: dict[Hashable, _Flight[Any]] = {}
+    def __init__(self, next_run: Callable[[], int]) -> None:
+        self._next_run = next_run
+        self._by_key: dict[Hashable, Download] = {}
+        self.by_id: dict[str, Download] = {}
 
     def __repr__(self) -> str:
-        waiting = sum(f.waiters for f in self._flights.values())
-        return f"<SingleFlight [in flight: {len(self._flights)}, callers: {waiting}]>"
+        return f"<SingleFlight [in flight: {len(self._by_key)}]>"
 
     def __len__(self) -> int:
-        return len(self._flights)
+        return len(self._by_key)
 
-    async def run(self, tg: TaskGroup, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
-        flight: _Flight[T] | None = self._flights.get(key)
-        if flight is None:
-            flight = _Flight()
-            self._flights[key] = flight
-            tg.start_soon(self._drive, key, flight, fn)
-        flight.waiters += 1
+    def start(self, tg: TaskGroup, key: Hashable, fn: Callable[[int], Awaitable[str]], *,
+              background: bool = False) -> Download:
+        download = self._by_key.get(key)
+        if download is None or download.done:
+            download = Download(key, self._next_run(), background=background)
+            download._on_abandon = self._forget
+            self._by_key[key] = download
+            self.by_id[download.id] = download
+            self._prune()
+            tg.start_soon(self._drive, download, fn)
+        elif background:
+            download.background = True
+        return download
+
+    async def _drive(self, download: Download, fn: Callable[[int], Awaitable[str]]) -> None:
         try:
-            await flight.done.wait()
+            await download._drive(fn)
         finally:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.done.is_set():
-                self._forget(key, flight)
-                flight.scope.cancel()
-        if flight.error is not None:
-            raise flight.error
-        return flight.result  # type: ignore[return-value]
+            self._forget(download)
 
-    async def _drive(self, key: Hashable, flight: _Flight[T],
-                     fn: Callable[[], Awaitable[T]]) -> None:
-        with flight.scope:
-            try:
-                flight.result = await fn()
-                flight.finished = True
-            except Exception as exc:
-                flight.error = exc
-        if not flight.finished and flight.error is None:
-            flight.error = ClientClosedError("the download was cancelled: the client closed")
-        self._forget(key, flight)
-        flight.done.set()
+    def _forget(self, download: Download) -> None:
+        if self._by_key.get(download.key) is download:
+            del self._by_key[download.key]
 
-    def _forget(self, key: Hashable, flight: _Flight[Any]) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+    def _prune(self) -> None:
+        """Remember at most KEEP_FINISHED finished downloads (oldest forgotten first)."""
+        finished = [d for d in self.by_id.values() if d.done]
+        for download in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self.by_id[download.id]
 
     def cancel_all(self) -> None:
-        for flight in list(self._flights.values()):
-            flight.scope.cancel()
+        for download in list(self._by_key.values()):
+            download.cancel()

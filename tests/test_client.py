@@ -160,3 +160,34 @@ async def test_events_iterator_api(hub: FakeHub, tmp_path: Path) -> None:
     assert kinds[0] == "PlanReady"
     assert kinds[-1] == "RunDone"
     assert "FileDone" in kinds
+
+
+async def test_background_download_handle(hub: FakeHub, tmp_path: Path) -> None:
+    hub.add_fault(Fault.stall(after_bytes=1000, seconds=0.3, server="cdn", times=1))
+    async with HubClient(config(hub, tmp_path)) as client:
+        download = await client.start_snapshot("org/model")
+        assert not download.done
+        again = await client.start_snapshot("org/model")
+        assert again is download
+        assert client.get_download(download.id) is download
+        with anyio.move_on_after(0.05):  # an impatient waiter does not stop a background one
+            await download.wait()
+        path = await download.wait()
+        assert download.state == "done"
+        assert download.path == path
+        fresh = await client.start_snapshot("org/model")
+        assert fresh is not download  # finished downloads are not joined
+        await fresh.wait()
+
+
+async def test_cancel_a_background_download(hub: FakeHub, tmp_path: Path) -> None:
+    hub.add_fault(Fault.stall(after_bytes=1000, seconds=30, server="cdn"))
+    async with HubClient(config(hub, tmp_path)) as client:
+        download = await client.start_snapshot("org/model")
+        await anyio.sleep(0.2)
+        download.cancel()
+        with anyio.fail_after(2):
+            with pytest.raises(hubasync.ClientClosedError):
+                await download.wait()
+        assert download.state == "cancelled"
+    assert leftovers(tmp_path) == []
