@@ -101,6 +101,7 @@ class HubClient:
                               bus=self.bus, cache_dir=cfg.cache_dir,
                               disable_symlinks=cfg.disable_symlinks,
                               run_ids=self._run_ids)
+        self.bus.add_callback(self._flights.track)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._tg.start(writer.serve)

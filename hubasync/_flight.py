@@ -10,10 +10,12 @@ closing the client stops.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 
+from hubasync._events import BytesReceived, Event, FileDone, FileFailed, PlanReady
 from hubasync._exceptions import ClientClosedError, HubError
 
 if TYPE_CHECKING:
@@ -23,6 +25,35 @@ if TYPE_CHECKING:
 
 DownloadState = Literal["running", "done", "failed", "cancelled"]
 KEEP_FINISHED: Final = 1000
+
+
+@dataclass
+class DownloadProgress:
+    """Totals of one download, folded from its events (for status endpoints and polling)."""
+
+    files_total: int = 0
+    files_done: int = 0
+    files_from_cache: int = 0
+    files_failed: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    commit: str | None = None
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case PlanReady():
+                self.files_total, self.bytes_total = event.total_files, event.total_bytes
+                self.bytes_done = event.cached_bytes
+                self.commit = event.commit
+            case BytesReceived():
+                self.bytes_done += event.delta
+            case FileDone():
+                self.files_done += 1
+                self.files_from_cache += event.from_cache
+            case FileFailed():
+                self.files_failed += 1
+            case _:
+                pass
 
 
 class Download:
@@ -44,6 +75,7 @@ class Download:
         self._done = anyio.Event()
         self._waiters = 0
         self._on_abandon: Callable[[Download], None] | None = None
+        self.progress = DownloadProgress()
 
     def __repr__(self) -> str:
         return f"<Download {self.id} [{self.state} | run {self.run_id}, callers: {self._waiters}]>"
@@ -95,6 +127,7 @@ class SingleFlight:
     def __init__(self, next_run: Callable[[], int]) -> None:
         self._next_run = next_run
         self._by_key: dict[Hashable, Download] = {}
+        self._by_run: dict[int, Download] = {}
         self.by_id: dict[str, Download] = {}
 
     def __repr__(self) -> str:
@@ -111,6 +144,7 @@ class SingleFlight:
             download._on_abandon = self._forget
             self._by_key[key] = download
             self.by_id[download.id] = download
+            self._by_run[download.run_id] = download
             self._prune()
             tg.start_soon(self._drive, download, fn)
         elif background:
@@ -132,6 +166,13 @@ class SingleFlight:
         finished = [d for d in self.by_id.values() if d.done]
         for download in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self.by_id[download.id]
+            self._by_run.pop(download.run_id, None)
+
+    def track(self, event: Event) -> None:
+        """A bus callback: fold each event into its download's progress (cheap, synchronous)."""
+        download = self._by_run.get(event.run_id)
+        if download is not None:
+            download.progress.apply(event)
 
     def cancel_all(self) -> None:
         for download in list(self._by_key.values()):
