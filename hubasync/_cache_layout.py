@@ -130,8 +130,19 @@ class RepoCache:
         return os.path.join(self.storage, "trees", f"{commit}.json")
 
     def lock(self, etag: str) -> str:
-        return os.path.join(self.cache_dir, ".locks", self.repo.folder_name,
-                            f"{check_etag(etag)}.lock")
+        return os.path.join(self.scratch, f"{check_etag(etag)}.lock")
+
+    @property
+    def scratch(self) -> str:
+        """`.locks/<repo_folder>/`: where temp links and refs are made before their rename
+        (same filesystem; `scan_cache_dir` and readers never look there)."""
+        return os.path.join(self.cache_dir, ".locks", self.repo.folder_name)
+
+    @property
+    def snapshots(self) -> str:
+        """Created before anything else in the repo folder: a repo folder without it is
+        "corrupted" to `scan_cache_dir`."""
+        return os.path.join(self.storage, "snapshots")
 
 
 def relative_link_target(blob: str, pointer: str) -> str:

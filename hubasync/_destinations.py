@@ -66,7 +66,7 @@ class CacheDestination:
     def use_symlinks(self) -> bool:
         if self._symlinks is None:
             self._symlinks = not self._disable_symlinks and symlinks_supported(
-                self.cache.cache_dir
+                self.cache.scratch
             )
             if not self._symlinks:
                 log.warning("symlinks are not used in %s: files are copied into snapshots "
@@ -92,9 +92,10 @@ class CacheDestination:
 
     def _link(self, blob: str, pointer: str) -> None:
         if self.use_symlinks():
-            symlink_atomic(relative_link_target(blob, pointer), pointer)
+            symlink_atomic(relative_link_target(blob, pointer), pointer,
+                           scratch=self.cache.scratch)
         else:
-            copy_atomic(blob, pointer)
+            copy_atomic(blob, pointer, scratch=self.cache.scratch)
 
     def commit(self, remote: RemoteFile, temp: str) -> str:
         """Blob first, then the pointer to it: a crash in between leaves an unreferenced blob,
@@ -103,7 +104,8 @@ class CacheDestination:
         if self.use_symlinks():
             blob = self.cache.blob(remote.etag)
             move_into_place(temp, blob)
-            symlink_atomic(relative_link_target(blob, pointer), pointer)
+            symlink_atomic(relative_link_target(blob, pointer), pointer,
+                           scratch=self.cache.scratch)
         else:
             move_into_place(temp, pointer)  # degraded mode: the new blob *is* the file
         return pointer

@@ -221,8 +221,7 @@ async def download_file(eng: Engine, repo: RepoRef, filename: str, *, revision: 
     else:
         destination = CacheDestination(cache, meta.commit_hash,
                                        disable_symlinks=eng.disable_symlinks)
-        await eng.writer.submit(lambda: create_if_missing(cache.cachedir_tag,
-                                                          CACHEDIR_TAG_CONTENT.encode()))
+        await eng.writer.submit(lambda: _prepare_cache(cache))
     info = RunInfo(run_id=run_id or eng.next_run(), repo_id=repo.repo_id,
                    repo_type=repo.repo_type, revision=revision, commit=meta.commit_hash)
     result = await eng.scheduler.run(info, destination, [remote], force=force)
@@ -254,14 +253,22 @@ def _cached_file(cache: RepoCache, layout: LocalDirLayout | None, revision: str,
     return pointer if os.path.exists(pointer) else None
 
 
+def _prepare_cache(cache: RepoCache) -> None:
+    """CACHEDIR.TAG, and `snapshots/` before anything else goes in the repo folder."""
+    create_if_missing(cache.cachedir_tag, CACHEDIR_TAG_CONTENT.encode())
+    makedirs(cache.snapshots)
+
+
 def _mark_missing(cache: RepoCache, revision: str, commit: str, filename: str) -> None:
+    """`.no_exist/<commit>/<path>`, and the ref (to an existing, maybe empty, snapshot) so
+    the official `try_to_load_from_cache` answers by branch name too."""
+    _prepare_cache(cache)
     marker = cache.no_exist(commit, filename)
     if not os.path.exists(marker):
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        with open(marker, "wb"):
-            pass
-    if revision != commit and os.path.isdir(cache.snapshot(commit)):
-        write_if_changed(cache.ref(revision), commit.encode())
+        create_if_missing(marker, b"")
+    if revision != commit:
+        makedirs(cache.snapshot(commit))
+        write_if_changed(cache.ref(revision), commit.encode(), scratch=cache.scratch)
 
 
 async def _write_ref(eng: Engine, cache: RepoCache, revision: str, commit: str) -> None:
@@ -270,7 +277,7 @@ async def _write_ref(eng: Engine, cache: RepoCache, revision: str, commit: str) 
 
     def write() -> None:
         makedirs(cache.snapshot(commit))  # the ref never points to a missing snapshot
-        write_if_changed(cache.ref(revision), commit.encode())
+        write_if_changed(cache.ref(revision), commit.encode(), scratch=cache.scratch)
 
     try:
         await eng.writer.submit(write)
@@ -326,11 +333,11 @@ async def snapshot(eng: Engine, req: SnapshotRequest) -> str:
     wanted = filter_paths([f.path for f in files], req.allow_patterns, req.ignore_patterns)
     for path in wanted:
         check_relative_path(path)
+    destination = await _destination(eng, cache, layout, commit)
     await _store_tree(eng, cache, layout, commit, files)
     by_path = {f.path: f for f in files}
     remotes = [RemoteFile(path=p, etag=by_path[p].etag, size=by_path[p].size,
                           url=eng.api.resolve_url(repo, commit, p)) for p in wanted]
-    destination = await _destination(eng, cache, layout, commit)
     info = RunInfo(run_id=req.run_id or eng.next_run(), repo_id=repo.repo_id,
                    repo_type=repo.repo_type, revision=revision, commit=commit)
     result = await eng.scheduler.run(info, destination, remotes, force=req.force,
@@ -369,7 +376,7 @@ async def _destination(eng: Engine, cache: RepoCache, layout: LocalDirLayout | N
         return LocalDirDestination(layout, commit, cache_source=in_cache)
 
     def prepare() -> None:
-        create_if_missing(cache.cachedir_tag, CACHEDIR_TAG_CONTENT.encode())
+        _prepare_cache(cache)
         makedirs(cache.snapshot(commit))
 
     await eng.writer.submit(prepare)

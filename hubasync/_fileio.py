@@ -77,11 +77,21 @@ def fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Write `data` to a unique temp next to `path`, fsync, then `os.replace` onto `path`."""
+def _temp_name(path: str, scratch: str | None) -> str:
+    """A unique temp path for `path`: beside it, or in `scratch` (same filesystem) so that a
+    process killed mid-write leaves nothing where readers look (snapshots/, refs/, the root)."""
+    if scratch is None:
+        return f"{path}.{unique_suffix()}.tmp"
+    os.makedirs(scratch, exist_ok=True)
+    return os.path.join(scratch, f"{os.path.basename(path)}.{unique_suffix()}.tmp")
+
+
+def write_atomic(path: str, data: bytes, *, durable: bool = True,
+                 scratch: str | None = None) -> None:
+    """Write `data` to a unique temp, fsync, then `os.replace` onto `path`."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{unique_suffix()}.tmp"
+    tmp = _temp_name(path, scratch)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -99,7 +109,7 @@ def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
         fsync_dir(folder)
 
 
-def write_if_changed(path: str, data: bytes) -> bool:
+def write_if_changed(path: str, data: bytes, *, scratch: str | None = None) -> bool:
     """Atomic write that skips identical content (read-only caches stay usable)."""
     try:
         with open(path, "rb") as f:
@@ -107,14 +117,23 @@ def write_if_changed(path: str, data: bytes) -> bool:
                 return False
     except OSError:
         pass
-    write_atomic(path, data)
+    write_atomic(path, data, scratch=scratch)
     return True
 
 
 def create_if_missing(path: str, data: bytes) -> None:
-    if not os.path.exists(path):
-        with contextlib.suppress(FileExistsError):
-            write_atomic(path, data, durable=False)
+    """Create a small marker file (CACHEDIR.TAG, .gitignore) in place, never replacing one."""
+    if os.path.exists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def read_text(path: str) -> str | None:
@@ -153,12 +172,17 @@ def symlinks_supported(folder: str) -> bool:
     return supported
 
 
-def symlink_atomic(target: str, link: str) -> None:
-    """Point `link` at `target` (relative), replacing whatever was there in one rename."""
+def symlink_atomic(target: str, link: str, *, scratch: str | None = None) -> None:
+    """Point `link` at `target` (relative). A new link is one atomic `symlink`; an existing one
+    is replaced by renaming a temp link made in `scratch` (so a kill leaves no stray link)."""
     os.makedirs(os.path.dirname(link), exist_ok=True)
-    if os.path.islink(link) and os.readlink(link) == target:
+    try:
+        os.symlink(target, link)
         return
-    tmp = f"{link}.{unique_suffix()}.tmp"
+    except FileExistsError:
+        if os.path.islink(link) and os.readlink(link) == target:
+            return
+    tmp = _temp_name(link, scratch)
     os.symlink(target, tmp)
     try:
         os.replace(tmp, link)
@@ -168,10 +192,10 @@ def symlink_atomic(target: str, link: str) -> None:
         raise
 
 
-def copy_atomic(src: str, dst: str) -> None:
-    """Copy `src` to a temp next to `dst`, fsync, then replace `dst`."""
+def copy_atomic(src: str, dst: str, *, scratch: str | None = None) -> None:
+    """Copy `src` to a temp, fsync, then replace `dst`."""
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.{unique_suffix()}.tmp"
+    tmp = _temp_name(dst, scratch)
     try:
         shutil.copyfile(src, tmp)
         fd = os.open(tmp, os.O_RDONLY)

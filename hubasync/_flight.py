@@ -101,24 +101,28 @@ class Download:
                 if self._on_abandon is not None:
                     self._on_abandon(self)
                 self.cancel()
+                with anyio.CancelScope(shield=True):  # return once its cleanup is done
+                    await self._done.wait()
         if self.error is not None:
             raise self.error
         assert self.path is not None
         return self.path
 
     async def _drive(self, fn: Callable[[int], Awaitable[str]]) -> None:
-        with self._scope:
-            try:
-                self.path = await fn(self.run_id)
-                self.state = "done"
-            except HubError as exc:
-                self.error, self.state = exc, "failed"
-            except Exception as exc:  # an unexpected bug must reach the callers, not the client
-                self.error, self.state = exc, "failed"
-        if self.path is None and self.error is None:
-            self.state = "cancelled"
-            self.error = ClientClosedError("the download was cancelled")
-        self._done.set()
+        try:
+            with self._scope:
+                try:
+                    self.path = await fn(self.run_id)
+                    self.state = "done"
+                except HubError as exc:
+                    self.error, self.state = exc, "failed"
+                except Exception as exc:  # an unexpected bug reaches the callers, not the client
+                    self.error, self.state = exc, "failed"
+        finally:  # also when the client's task group itself is cancelled
+            if self.path is None and self.error is None:
+                self.state = "cancelled"
+                self.error = ClientClosedError("the download was cancelled")
+            self._done.set()
 
 
 class SingleFlight:
