@@ -15,6 +15,7 @@ from hubasync._api import snapshot_download as snapshot_download
 from hubasync._bus import ProgressBus as ProgressBus
 from hubasync._client import HubClient as HubClient
 from hubasync._config import HubConfig as HubConfig
+from hubasync._display import RichDisplay as RichDisplay
 from hubasync._events import BlobCommitted as BlobCommitted
 from hubasync._events import BytesReceived as BytesReceived
 from hubasync._events import Event as Event
@@ -54,10 +55,17 @@ from hubasync._exceptions import TransientError as TransientError
 from hubasync._exceptions import TransportError as TransportError
 from hubasync._exceptions import UnsafePathError as UnsafePathError
 from hubasync._exceptions import UsageError as UsageError
+from hubasync._flight import Download as Download
+from hubasync._flight import DownloadProgress as DownloadProgress
 from hubasync._models import BlobLfsInfo as BlobLfsInfo
 from hubasync._models import RepoFile as RepoFile
 from hubasync._models import RepoFolder as RepoFolder
 from hubasync._models import RepoInfo as RepoInfo
+from hubasync._progress import JsonProgress as JsonProgress
+from hubasync._progress import LogProgress as LogProgress
+from hubasync._progress import ProgressUpdate as ProgressUpdate
+from hubasync._reporting import Reporter as Reporter
+from hubasync._reporting import show_progress as show_progress
 from hubasync._retry import RetryConfig as RetryConfig
 from hubasync._transport import __version__ as __version__
 
@@ -71,6 +79,8 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "DisabledRepoError",
+    "Download",
+    "DownloadProgress",
     "EntryNotFoundError",
     "Event",
     "FileDone",
@@ -86,10 +96,13 @@ __all__ = [
     "InsufficientDiskSpaceError",
     "IntegrityError",
     "InvalidRepoIdError",
+    "JsonProgress",
     "LocalEntryNotFoundError",
+    "LogProgress",
     "OfflineModeIsEnabled",
     "PlanReady",
     "ProgressBus",
+    "ProgressUpdate",
     "RateLimited",
     "RateLimitedError",
     "ReadError",
@@ -98,10 +111,12 @@ __all__ = [
     "RepoFile",
     "RepoFolder",
     "RepoInfo",
+    "Reporter",
     "RepositoryNotFoundError",
     "RetryConfig",
     "Retrying",
     "RevisionNotFoundError",
+    "RichDisplay",
     "RunDone",
     "ServerError",
     "SnapshotError",
@@ -113,6 +128,7 @@ __all__ = [
     "hf_hub_download",
     "list_repo_files",
     "list_repo_tree",
+    "show_progress",
     "snapshot_download",
 ]
 

@@ -3,31 +3,38 @@
 Each call builds a :class:`HubConfig` from the environment (off the event loop), opens a
 :class:`HubClient` for the call and closes it. Services that download often should keep one
 HubClient open instead.
+
+``progress`` (downloads only) is "auto", "bars", "log", "json", "none", a callable receiving
+every event, or a reporter object; None means the config's mode (HF_PROGRESS_MODE, default
+"auto"). The display runs in a task owned by the call and is stopped before the call returns or
+raises; it never raises into the download. See `hubasync.show_progress` for the details.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio.to_thread
 
 from hubasync._client import HubClient
 from hubasync._config import HubConfig
-from hubasync._events import Event
+from hubasync._reporting import ProgressArg, show_progress
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
     from hubasync._models import RepoFile, RepoFolder
     from hubasync._types import StrPath
 
-Progress = str | Callable[[Event], object] | None
+Progress: TypeAlias = ProgressArg
 
 
 @asynccontextmanager
-async def _client(*, token: str | bool | None, endpoint: str | None,
-                  cache_dir: StrPath | None, progress: Progress,
-                  **overrides: Any) -> AsyncIterator[HubClient]:
+async def open_client(*, token: str | bool | None, endpoint: str | None,
+                      cache_dir: StrPath | None, progress: Progress,
+                      **overrides: Any) -> AsyncIterator[HubClient]:
+    """A HubClient for one call, with its progress shown while the block runs."""
     if endpoint:
         overrides["endpoint"] = endpoint
     if cache_dir is not None:
@@ -35,10 +42,7 @@ async def _client(*, token: str | bool | None, endpoint: str | None,
     config = await anyio.to_thread.run_sync(
         lambda: HubConfig.from_env(token=token, **overrides)
     )
-    client = HubClient(config)
-    if callable(progress):
-        client.bus.add_callback(progress)
-    async with client:
+    async with HubClient(config) as client, show_progress(client.bus, progress, config=config):
         yield client
 
 
@@ -50,8 +54,8 @@ async def hf_hub_download(
     progress: Progress = None,
 ) -> str:
     """Download one file into the cache (or `local_dir`) and return its local path."""
-    async with _client(token=token, endpoint=endpoint, cache_dir=cache_dir,
-                       progress=progress) as hub:
+    async with open_client(token=token, endpoint=endpoint, cache_dir=cache_dir,
+                           progress=progress) as hub:
         return await hub.hf_hub_download(
             repo_id, filename, subfolder=subfolder, repo_type=repo_type, revision=revision,
             local_dir=local_dir, force_download=force_download,
@@ -69,8 +73,8 @@ async def snapshot_download(
 ) -> str:
     """Download a repo at a revision and return the snapshot folder (or `local_dir`)."""
     extra = {"max_workers": max_workers} if max_workers else {}
-    async with _client(token=token, endpoint=endpoint, cache_dir=cache_dir, progress=progress,
-                       **extra) as hub:
+    async with open_client(token=token, endpoint=endpoint, cache_dir=cache_dir,
+                           progress=progress, **extra) as hub:
         return await hub.snapshot_download(
             repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir,
             allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
@@ -85,7 +89,8 @@ async def list_repo_tree(
     endpoint: str | None = None,
 ) -> list[RepoFile | RepoFolder]:
     """Files and folders of a repo (one level, or everything with `recursive=True`)."""
-    async with _client(token=token, endpoint=endpoint, cache_dir=None, progress=None) as hub:
+    async with open_client(token=token, endpoint=endpoint, cache_dir=None,
+                           progress="none") as hub:
         return await hub.list_repo_tree(repo_id, path_in_repo, recursive=recursive,
                                         repo_type=repo_type, revision=revision)
 
@@ -95,5 +100,6 @@ async def list_repo_files(
     token: str | bool | None = None, endpoint: str | None = None,
 ) -> list[str]:
     """Every file path of a repo at a revision."""
-    async with _client(token=token, endpoint=endpoint, cache_dir=None, progress=None) as hub:
+    async with open_client(token=token, endpoint=endpoint, cache_dir=None,
+                           progress="none") as hub:
         return await hub.list_repo_files(repo_id, repo_type=repo_type, revision=revision)

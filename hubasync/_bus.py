@@ -124,6 +124,21 @@ class Subscription:
         self._queue.clear()
         self._mergeable.clear()
 
+    def drain(self, limit: int | None = None) -> list[Event]:
+        """The events pending right now (at most `limit`), without waiting: for consumers
+        that work in batches (one wake-up of the consumer per batch, not per event)."""
+        count = len(self._queue) if limit is None else min(limit, len(self._queue))
+        return [self._pop() for _ in range(count)]
+
+    def close(self) -> None:
+        """Take no more events: iteration ends once what is already pending is delivered.
+
+        This is how a consumer is told "the work is over, finish up" while the bus lives on
+        (a display that outlives one download of a long-lived client, for instance).
+        """
+        self._bus._detach(self)
+        self._close()
+
     def __aiter__(self) -> Self:
         return self
 

@@ -1,29 +1,37 @@
-"""`hubasync` command line: `download` and `demo`.
+"""The ``hubasync`` command line: ``download``, ``ls``, ``info`` and ``demo``.
 
-The downloaded path is the last line on stdout; progress and errors go to stderr. An error is one
-line and a non-zero exit status (``--debug`` shows the traceback).
+Made for shells: results on stdout (the downloaded path is the last line, or one JSON object
+with ``--json``), progress and errors on stderr. An error is one line, never a traceback unless
+``--debug`` (accepted anywhere on the line) asks for it. Exit status: 0 success, 1 a Hub,
+network or disk error, 2 a usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
-import time
+import traceback
 from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.to_thread
 
-from hubasync._api import hf_hub_download, snapshot_download
-from hubasync._events import Event, FileDone, FileFailed, PlanReady, Retrying, RunDone
+from hubasync._api import open_client
+from hubasync._cli_output import DownloadRecorder, format_info, format_listing, result_json
 from hubasync._exceptions import HubError, UsageError
+from hubasync._models import RepoFile
+from hubasync._progress import LOG_FORMAT
 from hubasync._types import PROGRESS_MODES
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
+    from hubasync._client import HubClient
+
+EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
@@ -31,15 +39,39 @@ EXIT_INTERRUPTED: Final = 130
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hubasync", description="Fast, resumable downloads from the Hugging Face Hub."
+        prog="hubasync", description="Fast, resumable downloads from the Hugging Face Hub. "
+        "Start with `hubasync demo`: no network or token needed.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    dl = sub.add_parser("download", help="download files or a whole repo into the cache")
-    dl.add_argument("repo_id")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _download_parser(sub.add_parser("download", parents=[common],
+                                    help="download files or a whole repo into the cache"))
+    for name, help_text in (("ls", "list a repo's files with their sizes"),
+                            ("info", "show a repo's commit, dates, access and size")):
+        cmd = sub.add_parser(name, parents=[common], help=help_text)
+        _repo_arguments(cmd)
+        cmd.add_argument("--token", default=None, help="defaults to HF_TOKEN or the token file")
+        cmd.add_argument("--json", action="store_true", help="print JSON")
+    demo = sub.add_parser("demo", parents=[common],
+                          help="watch a download from an in-process FakeHub (no network)")
+    demo.add_argument("--size-mib", type=int, default=256, help="total size of the demo repo")
+    demo.add_argument("--progress", choices=PROGRESS_MODES, default=None)
+    demo.add_argument("--quiet", action="store_true", help="print only the final path")
+    return parser
+
+
+def _repo_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("repo_id")
+    cmd.add_argument("--repo-type", choices=["model", "dataset", "space"], default="model")
+    cmd.add_argument("--revision", default=None, help="branch, tag, commit or refs/pr/N")
+
+
+def _download_parser(dl: argparse.ArgumentParser) -> None:
+    _repo_arguments(dl)
     dl.add_argument("filenames", nargs="*", help="files to fetch (default: the whole repo)")
-    dl.add_argument("--repo-type", choices=["model", "dataset", "space"], default="model")
-    dl.add_argument("--revision", default=None, help="branch, tag, commit or refs/pr/N")
     dl.add_argument("--include", nargs="+", default=None, metavar="PAT",
                     help="glob patterns of files to fetch")
     dl.add_argument("--exclude", nargs="+", default=None, metavar="PAT",
@@ -49,89 +81,151 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--token", default=None, help="defaults to HF_TOKEN or the token file")
     dl.add_argument("--max-workers", type=int, default=None)
     dl.add_argument("--force-download", action="store_true")
-    dl.add_argument("--progress", choices=PROGRESS_MODES, default=None)
+    dl.add_argument("--progress", choices=PROGRESS_MODES, default=None,
+                    help="default: HF_PROGRESS_MODE, else bars on a terminal, logs otherwise")
     dl.add_argument("--quiet", action="store_true", help="print only the final path")
-    dl.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    demo = sub.add_parser("demo", help="download a generated repo from an in-process FakeHub")
-    demo.add_argument("--size-mib", type=int, default=256, help="total size of the demo repo")
-    demo.add_argument("--quiet", action="store_true")
-    demo.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    return parser
+    dl.add_argument("--json", action="store_true",
+                    help="print a JSON result (path, repo, commit, files, bytes)")
 
 
-class _LogProgress:
-    """Plain progress lines on stderr (the live display comes with the display module)."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-
-    def __call__(self, event: Event) -> None:
-        match event:
-            case PlanReady(total_files=n, total_bytes=b, cached_files=c):
-                _err(f"plan: {n} files, {b / 1e6:.1f} MB ({c} already cached)")
-            case FileDone(path=p, size=s, from_cache=False, seconds=sec):
-                _err(f"done: {p} ({s / 1e6:.1f} MB in {sec:.1f}s)")
-            case FileFailed(path=p, message=m):
-                _err(f"failed: {p}: {m}")
-            case Retrying(path=p, delay=d, reason=r):
-                _err(f"retrying {p} in {d:.1f}s: {r}")
-            case RunDone(bytes_downloaded=b, seconds=sec):
-                speed = b / sec / 1e6 if sec > 0 else 0.0
-                _err(f"finished: {b / 1e6:.1f} MB downloaded in {sec:.1f}s ({speed:.1f} MB/s)")
-            case _:
-                pass
+def _progress(args: argparse.Namespace) -> str | None:
+    return "none" if args.quiet else args.progress
 
 
-def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+# -- commands (each returns what to print on stdout) ----------------------------------------------
 
 
 async def _download(args: argparse.Namespace) -> str:
-    quiet = args.quiet or args.progress == "none"
-    progress = None if quiet else _LogProgress()
-    token = args.token
+    if args.max_workers is not None and args.max_workers < 1:
+        raise UsageError("--max-workers must be >= 1")
+    extra = {"max_workers": args.max_workers} if args.max_workers else {}
+    recorder = DownloadRecorder()
+    async with open_client(token=args.token, endpoint=None, cache_dir=args.cache_dir,
+                           progress=_progress(args), **extra) as hub:
+        hub.bus.add_callback(recorder)
+        path = await _fetch(hub, args)
+    if args.json:
+        return await anyio.to_thread.run_sync(lambda: result_json(path, args, recorder))
+    return path
+
+
+async def _fetch(hub: HubClient, args: argparse.Namespace) -> str:
     if len(args.filenames) == 1 and not (args.include or args.exclude):
-        return await hf_hub_download(
+        return await hub.hf_hub_download(
             args.repo_id, args.filenames[0], repo_type=args.repo_type, revision=args.revision,
-            cache_dir=args.cache_dir, local_dir=args.local_dir, token=token,
-            force_download=args.force_download, progress=progress,
+            local_dir=args.local_dir, force_download=args.force_download,
         )
-    allow = list(args.filenames) or args.include
-    return await snapshot_download(
-        args.repo_id, repo_type=args.repo_type, revision=args.revision, cache_dir=args.cache_dir,
-        local_dir=args.local_dir, allow_patterns=allow, ignore_patterns=args.exclude,
-        token=token, max_workers=args.max_workers, force_download=args.force_download,
-        progress=progress,
+    return await hub.snapshot_download(
+        args.repo_id, repo_type=args.repo_type, revision=args.revision,
+        local_dir=args.local_dir, allow_patterns=list(args.filenames) or args.include,
+        ignore_patterns=args.exclude, max_workers=args.max_workers,
+        force_download=args.force_download,
     )
+
+
+async def _ls(args: argparse.Namespace) -> str:
+    async with open_client(token=args.token, endpoint=None, cache_dir=None,
+                           progress="none") as hub:
+        entries = await hub.list_repo_tree(args.repo_id, recursive=True,
+                                           repo_type=args.repo_type, revision=args.revision)
+    files = [e for e in entries if isinstance(e, RepoFile)]
+    text, footer = format_listing(files, as_json=args.json)
+    if footer and not args.json:
+        _err(footer)
+    return text
+
+
+async def _info(args: argparse.Namespace) -> str:
+    async with open_client(token=args.token, endpoint=None, cache_dir=None,
+                           progress="none") as hub:
+        info = await hub.repo_info(args.repo_id, repo_type=args.repo_type,
+                                   revision=args.revision)
+        entries = await hub.list_repo_tree(args.repo_id, recursive=True,
+                                           repo_type=args.repo_type, revision=info.sha)
+    files = [e for e in entries if isinstance(e, RepoFile)]
+    return format_info(info, files, revision=args.revision, as_json=args.json)
 
 
 async def _demo(args: argparse.Namespace) -> str:
     from hubasync._demo import demo_repo, run_demo  # the fake server loads only for the demo
 
-    progress = None if args.quiet else _LogProgress()
+    if args.size_mib < 1:
+        raise UsageError("--size-mib must be >= 1")
     cache = await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="hubasync-demo-"))
-    _err(f"demo: serving a {args.size_mib} MiB repo from an in-process FakeHub; cache: {cache}")
+    if not args.quiet:
+        _err(f"demo: serving a {args.size_mib} MiB repo from an in-process FakeHub "
+             f"(no network, no token); cache: {cache}")
     repo = await anyio.to_thread.run_sync(
         lambda: demo_repo(total_bytes=args.size_mib * 1024 * 1024)
     )
-    return await run_demo(repo, cache_dir=cache, progress=progress)
+    return await run_demo(repo, cache_dir=cache, progress=_progress(args))
+
+
+_COMMANDS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[str]]]] = {
+    "download": _download, "ls": _ls, "info": _info, "demo": _demo,
+}
+
+
+# -- the program ----------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    runner = {"download": _download, "demo": _demo}[args.command]
     try:
-        path: str = anyio.run(runner, args)
-    except KeyboardInterrupt:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already explained)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.debug:
+        _debug_logging()
+    try:
+        output = anyio.run(_COMMANDS[args.command], args)
+    except BaseException as exc:
+        return _failed(exc, debug=args.debug)
+    return _print(output)
+
+
+def _failed(exc: BaseException, *, debug: bool) -> int:
+    interrupted = isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None)
+    if interrupted:
         _err("interrupted")
         return EXIT_INTERRUPTED
-    except (HubError, OSError) as exc:
-        if args.debug:
-            raise
-        _err(f"error: {type(exc).__name__}: {exc}".splitlines()[0])
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
-    print(os.fspath(path), flush=True)
-    return 0
+    if not isinstance(exc, Exception):  # SystemExit and the like go on
+        raise exc
+    if debug:
+        traceback.print_exception(exc)
+    _err(_error_line(exc))
+    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, HubError | OSError):
+        text = f"{type(exc).__name__}: {exc}".strip()
+    else:
+        text = f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)"
+    lines = text.splitlines()
+    return f"error: {lines[0] if lines else type(exc).__name__}"
+
+
+def _print(output: str) -> int:
+    try:
+        if output:
+            print(output, flush=True)
+    except BrokenPipeError:  # `hubasync ls ... | head`: the reader is gone, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _debug_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger = logging.getLogger("hubasync")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

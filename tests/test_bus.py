@@ -506,3 +506,34 @@ async def test_statistics_and_repr() -> None:
         await bus.aclose()
         assert repr(bus) == "<ProgressBus [closed | subscribers: 0, published: 120]>"
         assert repr(b) == "<Subscription [closed, run 1 | pending: 1, dropped: 119]>"
+
+
+# -- batch consumers: drain() and close() ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_drain_takes_what_is_pending_without_waiting() -> None:
+    bus = ProgressBus()
+    async with bus.subscribe(max_pending=2) as events:
+        assert events.drain() == []
+        for event in (plan(), started("a"), progress("a", 10, 10), progress("a", 5, 15),
+                      done("a")):
+            bus.publish(event)
+        first_two = events.drain(2)
+        assert first_two == [plan(), started("a")]
+        rest = events.drain()
+        assert rest == [progress("a", 15, 15), done("a")]  # merged while behind, bytes kept
+        assert events.pending == 0
+
+
+@pytest.mark.anyio
+async def test_close_ends_the_iteration_after_what_is_pending() -> None:
+    bus = ProgressBus()
+    async with bus.subscribe() as events:
+        bus.publish(plan())
+        bus.publish(started("a"))
+        events.close()
+        bus.publish(done("a"))  # after close: not for this subscription
+        assert [e async for e in events] == [plan(), started("a")]
+        assert bus.subscriber_count == 0
+    assert not bus.closed  # the bus itself lives on

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hubasync.testing import FakeHub, FakeRepo
@@ -53,7 +55,7 @@ def test_local_dir_and_python_m_and_progress_lines(hub: FakeHub, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str((tmp_path / "out").resolve())
     assert "\x1b[" not in result.stderr + result.stdout  # piped: no escape codes
-    assert "finished:" in result.stderr
+    assert "finished files=3" in result.stderr
     assert (tmp_path / "out" / "weights.safetensors").stat().st_size == 300_000
 
 
@@ -97,3 +99,173 @@ def test_demo_runs_without_network(tmp_path: Path) -> None:
     shards = sorted(folder.glob("*.safetensors"))
     assert len(shards) == 4
     assert sum(p.stat().st_size for p in shards) == 4 * 1024 * 1024
+
+
+# -- progress and output modes --------------------------------------------------------------------
+
+ESC = "\x1b"
+
+
+def test_piped_download_logs_progress_fields_without_escape_codes(hub: FakeHub,
+                                                                  tmp_path: Path) -> None:
+    result = run("download", "org/cli", "--cache-dir", str(tmp_path),
+                 env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    assert ESC not in result.stderr + result.stdout
+    assert "plan repo=org/cli revision=main" in result.stderr
+    assert "done path=weights.safetensors size=300.0 kB duration=" in result.stderr
+    assert "finished files=3 downloaded_files=3" in result.stderr
+    assert result.stdout.splitlines()[-1].endswith(hub.repos["org/cli"].try_resolve("main")
+                                                   or "?")
+
+
+@pytest.mark.parametrize("mode", ["bars", "json", "none"])
+def test_progress_modes_when_piped(hub: FakeHub, tmp_path: Path, mode: str) -> None:
+    result = run("download", "org/cli", "--progress", mode, "--cache-dir", str(tmp_path),
+                 env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    assert ESC not in result.stderr + result.stdout
+    assert Path(result.stdout.strip()).is_dir()
+    if mode == "bars":  # not a terminal: rich draws no animation, only the summary
+        assert "✔ org/cli@main" in result.stderr and "3 files, 300.0 kB" in result.stderr
+    elif mode == "json":
+        types = [msgspec.json.decode(line)["type"] for line in result.stderr.splitlines()]
+        assert types[0] == "plan_ready" and types[-1] == "run_done"
+    else:
+        assert result.stderr == ""
+
+
+def test_disable_progress_bars_env_silences_auto(hub: FakeHub, tmp_path: Path) -> None:
+    result = run("download", "org/cli", "--cache-dir", str(tmp_path),
+                 env={"HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_download_json_result(hub: FakeHub, tmp_path: Path) -> None:
+    args = ("download", "org/cli", "--cache-dir", str(tmp_path), "--json", "--quiet")
+    first = run(*args, env={"HF_ENDPOINT": hub.endpoint})
+    assert first.returncode == 0, first.stderr
+    result = msgspec.json.decode(first.stdout)
+    commit = hub.repos["org/cli"].try_resolve("main")
+    assert result == {
+        "path": result["path"], "repo_id": "org/cli", "repo_type": "model",
+        "revision": "main", "commit": commit, "files": 3, "bytes": 300_012,
+        "files_from_cache": 0, "bytes_downloaded": 300_012,
+    }
+    assert sum(p.stat().st_size for p in Path(result["path"]).rglob("*")
+               if p.is_file()) == 300_012
+    assert commit is not None
+    again = run(*args[:-2], "--revision", commit, "--json",
+                env={"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr
+    cached = msgspec.json.decode(again.stdout)
+    assert (cached["files"], cached["bytes"], cached["commit"]) == (3, 300_012, commit)
+    assert cached["bytes_downloaded"] == 0
+
+
+def test_single_file_json_result(hub: FakeHub, tmp_path: Path) -> None:
+    result = run("download", "org/cli", "weights.safetensors", "--cache-dir", str(tmp_path),
+                 "--json", env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    decoded = msgspec.json.decode(result.stdout)
+    assert (decoded["files"], decoded["bytes"]) == (1, 300_000)
+    assert decoded["path"].endswith("weights.safetensors")
+
+
+# -- ls and info ----------------------------------------------------------------------------------
+
+
+def test_ls_lists_sizes_and_lfs(hub: FakeHub) -> None:
+    result = run("ls", "org/cli", env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    assert ESC not in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows == [["8", "B", "config.json"], ["4", "B", "docs/readme.md"],
+                    ["300.0", "kB", "LFS", "weights.safetensors"]]
+    assert result.stderr.strip() == "3 files, 300.0 kB (1 LFS)"
+
+
+def test_ls_json(hub: FakeHub) -> None:
+    result = run("ls", "org/cli", "--json", "--revision", "main",
+                 env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    files = msgspec.json.decode(result.stdout)
+    by_path = {f["path"]: f for f in files}
+    assert by_path["weights.safetensors"]["size"] == 300_000
+    assert by_path["weights.safetensors"]["lfs"]["sha256"]
+    assert by_path["config.json"]["lfs"] is None
+
+
+def test_info(hub: FakeHub) -> None:
+    commit = hub.repos["org/cli"].try_resolve("main")
+    result = run("info", "org/cli", env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(None, 1) if not line.startswith(("last ", "total "))
+                  else line.rsplit("  ", 1) for line in result.stdout.splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert fields["commit"] == commit
+    assert fields["repo"] == "org/cli (model)"
+    assert fields["private"] == "no" and fields["gated"] == "no"
+    assert fields["files"] == "3 (1 LFS)"
+    assert fields["total size"] == "300.0 kB (300,012 bytes)"
+    assert fields["last modified"] != "-"
+    as_json = msgspec.json.decode(run("info", "org/cli", "--json",
+                                      env={"HF_ENDPOINT": hub.endpoint}).stdout)
+    assert (as_json["commit"], as_json["total_bytes"], as_json["files"]) == (commit, 300_012, 3)
+
+
+# -- errors and exit codes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["ls", "org/missing"], 1, "RepositoryNotFoundError"),
+        (["info", "org/cli", "--revision", "nope"], 1, "RevisionNotFoundError"),
+        (["ls", "bad//id"], 2, "InvalidRepoIdError"),
+        (["download", "org/cli", "--max-workers", "0"], 2, "--max-workers"),
+        (["download", "org/cli", "--progress", "rainbow"], 2, "invalid choice"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_exit_codes(hub: FakeHub, tmp_path: Path, args: list[str], code: int,
+                    fragment: str) -> None:
+    result = run(*args, env={"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path)})
+    assert result.returncode == code
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_anywhere_shows_the_traceback(hub: FakeHub, tmp_path: Path, where: str) -> None:
+    args = ["ls", "org/missing"]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    result = run(*args, env={"HF_ENDPOINT": hub.endpoint})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: RepositoryNotFoundError")
+
+
+def test_network_errors_are_one_line() -> None:
+    result = run("info", "org/cli", env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+
+
+def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(TMPDIR=str(tmp_path), HF_PROGRESS_MODE="log")
+    child = subprocess.Popen([sys.executable, "-m", "hubasync", "demo", "--size-mib", "256"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "start path=" in line:
+            break
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert err.splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err
+    assert out == ""
