@@ -1,0 +1,51 @@
+"""benchmarks/run.py works end to end: tiny data, one repeat, hubasync and the official client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+SUMMARY_FIELDS = {"runs", "ok", "wall_s", "process_s", "cpu_s", "rss_mib", "requests",
+                  "server_bytes", "extra"}
+RUN_FIELDS = {"participant", "repeat", "ok", "wall_s", "process_s", "cpu_s", "rss_mib",
+              "requests", "server_bytes", "problems", "extra"}
+GROUPS = {"one-file", "shards", "small-files", "warm-branch", "warm-commit", "resume"}
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+@pytest.mark.timeout(90)
+def test_quick_run_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--participants", "hubasync", "official",
+         "--data-dir", str(tmp_path / "data"), "--out", str(out)],
+        capture_output=True, text=True, timeout=80, check=False,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| scenario | participant |" in done.stdout
+
+    results = json.loads(out.read_text())
+    assert {"machine", "options", "groups", "targets"} <= results.keys()
+    assert results["machine"]["nproc"] >= 1
+    assert results["options"]["repeats"] == 1
+    groups = {g["name"]: g for g in results["groups"]}
+    assert set(groups) == GROUPS
+    for group in groups.values():
+        assert set(group["participants"]) == {"hubasync", "official"}
+        for entry in group["participants"].values():
+            assert entry["summary"].keys() >= SUMMARY_FIELDS
+            assert entry["summary"]["ok"] is True
+            assert len(entry["runs"]) == 1
+            assert entry["runs"][0].keys() >= RUN_FIELDS
+    assert groups["warm-commit"]["participants"]["hubasync"]["runs"][0]["requests"] >= 0
+    assert "refetched_bytes" in groups["resume"]["participants"]["hubasync"]["runs"][0]["extra"]
+    assert all({"target", "measured", "met"} <= t.keys() for t in results["targets"])
+    assert not (tmp_path / "data" / "scratch").exists()
