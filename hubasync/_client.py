@@ -98,7 +98,7 @@ class HubClient:
         scheduler = Scheduler(fetcher=fetcher, writer=writer, disk=disk, bus=self.bus,
                               max_workers=cfg.max_workers)
         self._engine = Engine(api=api, scheduler=scheduler, writer=writer, disk=disk,
-                              bus=self.bus, cache_dir=cfg.cache_dir,
+                              cache_dir=cfg.cache_dir,
                               disable_symlinks=cfg.disable_symlinks,
                               run_ids=self._run_ids)
         self.bus.add_callback(self._flights.track)

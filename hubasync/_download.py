@@ -47,7 +47,6 @@ from hubasync._types import DEFAULT_REVISION, is_commit_hash
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from hubasync._bus import ProgressBus
     from hubasync._cache_writer import CacheWriter
     from hubasync._hub_api import HubApi
 
@@ -65,7 +64,6 @@ class Engine:
     scheduler: Scheduler
     writer: CacheWriter
     disk: DiskIO
-    bus: ProgressBus
     cache_dir: str
     disable_symlinks: bool
     run_ids: Iterator[int]
