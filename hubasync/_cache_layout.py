@@ -3,7 +3,8 @@
 ```
 <cache>/CACHEDIR.TAG
 <cache>/.locks/<repo_folder>/<etag>.lock
-<cache>/<repo_folder>/blobs/<etag>
+<cache>/.locks/<repo_folder>/<etag>.{hubasync.state,hubasync.owner,<gen>.hubasync.part}  (resume)
+<cache>/<repo_folder>/blobs/<etag>                 (+ <etag>.<8hex>.incomplete while written)
 <cache>/<repo_folder>/refs/<revision>              (nested for refs/pr/N)
 <cache>/<repo_folder>/snapshots/<commit>/<path>    -> ../../blobs/<etag> (one more ../ per level)
 <cache>/<repo_folder>/.no_exist/<commit>/<path>
@@ -12,7 +13,12 @@
 <local_dir>/<path>
 <local_dir>/.cache/huggingface/{.gitignore,CACHEDIR.TAG,trees/<commit>.json}
 <local_dir>/.cache/huggingface/download/<path>.metadata   (+ .lock, + short-named .incomplete)
+<local_dir>/.cache/huggingface/download/<dirs>/<short>.<etag>.hubasync.*                 (resume)
 ```
+Resume files are never final paths, never `<etag>.incomplete` exactly (which clients <= 1.17
+append to), and are on the same filesystem as the final path, so a finished partial download is
+committed with one rename. Kept between attempts, they are out of sight of readers and of
+`scan_cache_dir` (under `.locks/`, or with a name that is not `*.incomplete`).
 Every name that comes from the server or the caller is checked before it is joined to a base.
 """
 
@@ -21,7 +27,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Final
 
@@ -86,6 +94,54 @@ def unique_suffix() -> str:
     return secrets.token_hex(4)
 
 
+GEN_RE: Final = re.compile(r"^[0-9a-f]{8}$")
+_PARKED_SUFFIX: Final = ".hubasync.part"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFiles:
+    """Where an interrupted download of one blob waits to be resumed.
+
+    `state` says what is in the data file of generation `gen`; `owner` is the claim of the
+    process writing it. The data file is `active(gen)` while it is written (a name like the
+    official client's unique temps, `<etag>.<8hex>.incomplete`, so `scan_cache_dir` lists it as
+    an incomplete download if the process is killed) and is moved to `parked(gen)`, out of
+    sight, when a download fails or is cancelled. A new data file gets a new generation (named
+    in the state), so a state always describes one data file, whoever wrote last.
+    """
+
+    stem: str  # state, owner and parked data files: "<stem>.hubasync.state", ...
+    active_stem: str  # the data file while it is written: "<active_stem>.<gen>.incomplete"
+
+    @property
+    def state(self) -> str:
+        return f"{self.stem}.hubasync.state"
+
+    @property
+    def owner(self) -> str:
+        return f"{self.stem}.hubasync.owner"
+
+    def active(self, gen: str) -> str:
+        return f"{self.active_stem}.{_check_gen(gen)}.incomplete"
+
+    def parked(self, gen: str) -> str:
+        return f"{self.stem}.{_check_gen(gen)}{_PARKED_SUFFIX}"
+
+    def parked_gen(self, name: str) -> str | None:
+        """The generation of a parked data file named `name` (a folder entry), if one."""
+        prefix = os.path.basename(self.stem) + "."
+        if not (name.startswith(prefix) and name.endswith(_PARKED_SUFFIX)):
+            return None
+        gen = name[len(prefix):-len(_PARKED_SUFFIX)]
+        return gen if GEN_RE.fullmatch(gen) else None
+
+
+def _check_gen(gen: str) -> str:
+    if not GEN_RE.fullmatch(gen):
+        raise UnsafePathError(f"refusing partial download generation {gen!r}")
+    return gen
+
+
 class RepoCache:
     """Paths of one repo inside one cache directory (`cache_dir` mode)."""
 
@@ -132,6 +188,11 @@ class RepoCache:
     def lock(self, etag: str) -> str:
         return os.path.join(self.scratch, f"{check_etag(etag)}.lock")
 
+    def resume_files(self, etag: str) -> ResumeFiles:
+        """State beside the blob's lock in `.locks/<repo_folder>/` (same filesystem as
+        `blobs/`), the data file in `blobs/` while it is written."""
+        return ResumeFiles(os.path.join(self.scratch, check_etag(etag)), self.blob(etag))
+
     @property
     def scratch(self) -> str:
         """`.locks/<repo_folder>/`: where temp links and refs are made before their rename
@@ -174,11 +235,18 @@ class LocalDirLayout:
 
     def temp(self, filename: str, etag: str) -> str:
         """Short temp name, like the official client's: b64url(sha1("<name>.metadata"))."""
+        return f"{self._short_stem(filename, etag)}.{unique_suffix()}.incomplete"
+
+    def resume_files(self, filename: str, etag: str) -> ResumeFiles:
+        stem = self._short_stem(filename, etag)
+        return ResumeFiles(stem, stem)
+
+    def _short_stem(self, filename: str, etag: str) -> str:
         parts = check_relative_path(filename)
         digest = hashlib.sha1(f"{parts[-1]}.metadata".encode(), usedforsecurity=False).digest()
         short = base64.urlsafe_b64encode(digest).decode().rstrip("=")
         folder = os.path.join(self.meta_root, "download", *parts[:-1])
-        return os.path.join(folder, f"{short}.{check_etag(etag)}.{unique_suffix()}.incomplete")
+        return os.path.join(folder, f"{short}.{check_etag(etag)}")
 
     def tree(self, commit: str) -> str:
         if not COMMIT_HASH_RE.fullmatch(commit):

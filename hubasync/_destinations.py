@@ -1,6 +1,7 @@
 """Where a downloaded file lands: the shared cache, or a `local_dir`.
 
-Each destination answers three questions, all as blocking functions that run off the loop:
+Each destination names its temp files (a process-unique one, and the resumable files of an
+interrupted download) and answers three questions, all as blocking functions that run off the loop:
 ``check`` (read-only: is it there already, can it be materialised without a download, or must it be
 fetched?), ``materialize`` and ``commit`` (the writes). Only the cache writer calls the writes, so
 every final path is created by one coroutine, one atomic step at a time.
@@ -34,6 +35,7 @@ from hubasync._fileio import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hubasync._cache_layout import ResumeFiles
     from hubasync._models import RemoteFile
 
 log = logging.getLogger("hubasync")
@@ -75,6 +77,9 @@ class CacheDestination:
 
     def temp_path(self, remote: RemoteFile) -> str:
         return self.cache.blob_temp(remote.etag)
+
+    def resume_files(self, remote: RemoteFile) -> ResumeFiles:
+        return self.cache.resume_files(remote.etag)
 
     def lock_path(self, remote: RemoteFile) -> str:
         return self.cache.lock(remote.etag)
@@ -129,6 +134,9 @@ class LocalDirDestination:
 
     def temp_path(self, remote: RemoteFile) -> str:
         return self.layout.temp(remote.path, remote.etag)
+
+    def resume_files(self, remote: RemoteFile) -> ResumeFiles:
+        return self.layout.resume_files(remote.path, remote.etag)
 
     def lock_path(self, remote: RemoteFile) -> str:
         return self.layout.lock(remote.path)

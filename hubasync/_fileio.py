@@ -259,12 +259,18 @@ def hash_file(path: str, etag: str) -> str | None:
 
 
 class TempFile:
-    """A temp file written at positions, optionally hashed in order, closed exactly once."""
+    """A temp file written at positions, optionally hashed in order, closed exactly once.
 
-    def __init__(self, path: str) -> None:
+    New (truncated), or with `reopen` an existing one whose content is kept (a resume).
+    """
+
+    def __init__(self, path: str, *, reopen: bool = False) -> None:
         self.path = path
+        if reopen:
+            self._fd: int | None = os.open(path, os.O_RDWR)
+            return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
 
     def __repr__(self) -> str:
         return f"<TempFile {self.path}>"
@@ -279,6 +285,25 @@ class TempFile:
             offset += written
         if hasher is not None:
             hasher.update(data)
+
+    def length(self) -> int:
+        assert self._fd is not None
+        return os.fstat(self._fd).st_size
+
+    def feed(self, hasher: _Hash, length: int) -> None:
+        """Hash the first `length` bytes (what a resumed in-order hash has not seen yet)."""
+        assert self._fd is not None
+        offset = 0
+        while offset < length:
+            block = os.pread(self._fd, min(READ_BLOCK, length - offset), offset)
+            if not block:
+                raise CacheError(f"{self.path} is shorter than {length} bytes")
+            hasher.update(block)
+            offset += len(block)
+
+    def sync(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
 
     def truncate(self, size: int = 0) -> None:
         assert self._fd is not None

@@ -3,8 +3,9 @@
 ``plan()`` is pure: checked files in, ordered work out (largest downloads first so big transfers
 start early and small files fill the gaps). ``Scheduler.run()`` owns one task group per run: N
 workers behind the shared connection limiter pull file tasks from a bounded channel; each task
-fetches into a temp file (ranges for big files, inside the Fetcher) and hands the commit to the
-cache writer. Per-file failures are collected, never left as a bare ExceptionGroup.
+fetches into a temp file (ranges for big files, inside the Fetcher; continued from a partial
+download an earlier attempt left, if any) and hands the commit to the cache writer. Per-file
+failures are collected, never left as a bare ExceptionGroup.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import filelock
 
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
-from hubasync._fileio import DiskIO, free_space, remove_quietly
+from hubasync._fileio import DiskIO, free_space
+from hubasync._partial import Where
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -230,12 +232,14 @@ class Scheduler:
                 if again.action == "materialize" and again.materialize is not None:
                     await self._writer.submit(again.materialize)
                     return again.path, False
-            temp = destination.temp_path(remote)
-            await self._fetcher.fetch(info.run_id, remote, temp)
+            where = Where(destination.temp_path(remote), destination.resume_files(remote))
+            partial = await self._fetcher.fetch(info.run_id, remote, where, force=force)
             try:
-                path = await self._writer.submit(lambda: destination.commit(remote, temp))
+                path = await self._writer.submit(lambda: destination.commit(remote, partial.path))
             except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self._disk.run(remove_quietly, temp)
+                with anyio.CancelScope(shield=True):  # a resumable file is kept (verified again)
+                    await self._disk.run(partial.abandon)
                 raise
+            with anyio.CancelScope(shield=True):
+                await self._disk.run(partial.committed)
             return path, True
