@@ -86,20 +86,21 @@ def _temp_name(path: str, scratch: str | None) -> str:
     return os.path.join(scratch, f"{os.path.basename(path)}.{unique_suffix()}.tmp")
 
 
-def write_atomic(path: str, data: bytes, *, durable: bool = True,
-                 scratch: str | None = None) -> None:
-    """Write `data` to a unique temp, fsync, then `os.replace` onto `path`."""
+def _publish(path: str, fill: Callable[[str], object], *, durable: bool,
+             scratch: str | None) -> None:
+    """Fill a unique temp (`fill(tmp)` creates it), fsync it, then `os.replace` onto `path`;
+    on any failure the temp is removed and `path` is untouched."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = _temp_name(path, scratch)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            os.write(fd, data)
-            if durable:
+        fill(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
                 os.fsync(fd)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -107,6 +108,20 @@ def write_atomic(path: str, data: bytes, *, durable: bool = True,
         raise
     if durable:
         fsync_dir(folder)
+
+
+def write_atomic(path: str, data: bytes, *, durable: bool = True,
+                 scratch: str | None = None) -> None:
+    """Write `data` to a unique temp, fsync, then `os.replace` onto `path`."""
+
+    def fill(tmp: str) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    _publish(path, fill, durable=durable, scratch=scratch)
 
 
 def write_if_changed(path: str, data: bytes, *, scratch: str | None = None) -> bool:
@@ -194,20 +209,7 @@ def symlink_atomic(target: str, link: str, *, scratch: str | None = None) -> Non
 
 def copy_atomic(src: str, dst: str, *, scratch: str | None = None) -> None:
     """Copy `src` to a temp, fsync, then replace `dst`."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = _temp_name(dst, scratch)
-    try:
-        shutil.copyfile(src, tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _publish(dst, lambda tmp: shutil.copyfile(src, tmp), durable=True, scratch=scratch)
 
 
 def move_into_place(src: str, dst: str) -> None:
