@@ -7,6 +7,7 @@ and that nothing half-done is ever committed or left behind.
 
 from __future__ import annotations
 
+import errno
 import random
 import shutil
 import time
@@ -17,7 +18,7 @@ import anyio
 import pytest
 
 import hubasync
-from hubasync import HubClient, HubConfig, RetryConfig
+from hubasync import HubClient, HubConfig, RetryConfig, _fileio
 from hubasync._fileio import TempFile
 from hubasync._ratelimit import TokenBucket
 from hubasync.testing import (
@@ -480,3 +481,31 @@ async def test_insufficient_disk_space_before_any_get(
     assert not [r for r in hub.requests
                 if r.method == "GET" and (r.server == "cdn" or "/resolve/" in r.path)]
     assert temp_files(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_disk_full_mid_download_is_a_clean_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while writing: InsufficientDiskSpaceError, nothing at a final path."""
+    real_pwrite = _fileio.os.pwrite
+    calls = {"n": 0}
+
+    def full_disk(fd: int, data: bytes | memoryview, offset: int) -> int:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    repo = FakeRepo("org/full")
+    repo.commit({"weights.bin": FakeFile(bytes(range(256)) * 12_000, lfs=True)})
+    async with FakeHub(repos=[repo]) as hub:
+        monkeypatch.setattr(_fileio.os, "pwrite", full_disk)
+        config = HubConfig.from_env({}, endpoint=hub.endpoint, cache_dir=tmp_path, token=False)
+        async with HubClient(config) as client:
+            with pytest.raises(hubasync.InsufficientDiskSpaceError):
+                await client.hf_hub_download("org/full", "weights.bin")
+    monkeypatch.undo()
+    storage = tmp_path / "models--org--full"
+    assert not [p for p in (storage / "blobs").glob("*") if not p.name.endswith(".incomplete")]
+    assert not list((storage / "snapshots").rglob("weights.bin"))
