@@ -8,6 +8,7 @@ and that nothing half-done is ever committed or left behind.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import shutil
 import time
@@ -18,7 +19,7 @@ import anyio
 import pytest
 
 import hubasync
-from hubasync import HubClient, HubConfig, RetryConfig, _fileio
+from hubasync import HubClient, HubConfig, RetryConfig
 from hubasync._fileio import TempFile
 from hubasync._ratelimit import TokenBucket
 from hubasync.testing import (
@@ -488,7 +489,7 @@ async def test_disk_full_mid_download_is_a_clean_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC while writing: InsufficientDiskSpaceError, nothing at a final path."""
-    real_pwrite = _fileio.os.pwrite
+    real_pwrite = os.pwrite
     calls = {"n": 0}
 
     def full_disk(fd: int, data: bytes | memoryview, offset: int) -> int:
@@ -500,7 +501,7 @@ async def test_disk_full_mid_download_is_a_clean_error(
     repo = FakeRepo("org/full")
     repo.commit({"weights.bin": FakeFile(bytes(range(256)) * 12_000, lfs=True)})
     async with FakeHub(repos=[repo]) as hub:
-        monkeypatch.setattr(_fileio.os, "pwrite", full_disk)
+        monkeypatch.setattr(os, "pwrite", full_disk)  # the call in hubasync._fileio
         config = HubConfig.from_env({}, endpoint=hub.endpoint, cache_dir=tmp_path, token=False)
         async with HubClient(config) as client:
             with pytest.raises(hubasync.InsufficientDiskSpaceError):
