@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __version__: Final = "0.1.0"
 DEFAULT_RATE_LIMIT_WAIT: Final = 1.0
-READ_SIZE: Final = 1024 * 1024
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -60,6 +60,18 @@ def _no_entry(sha: str) -> Reply:
     return error_reply(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha})
 
 
+async def _file_at(repo: FakeRepo, revision: str, path: str) -> tuple[str, FakeFile] | Reply:
+    """(commit, file) at `revision`, hashed; or the RevisionNotFound / EntryNotFound reply."""
+    sha = repo.try_resolve(revision)
+    if sha is None:
+        return _no_revision(revision)
+    file = repo.commits[sha].files.get(path)
+    if file is None:
+        return _no_entry(sha)
+    await ensure_hashed([file])
+    return sha, file
+
+
 def _redirect(status: int, location: str, headers: dict[str, str] | None = None) -> Reply:
     reason = "Temporary Redirect" if status == 307 else "Found"
     body = f"{reason}. Redirecting to {location}".encode()
@@ -225,13 +237,10 @@ class HubHandler:
         revision, path = split_revision(
             route.rest, lambda r: repo.try_resolve(r) is not None, need_path=True
         )
-        sha = repo.try_resolve(revision)
-        if sha is None:
-            return _no_revision(revision)
-        file = repo.commits[sha].files.get(path)
-        if file is None:
-            return _no_entry(sha)
-        await ensure_hashed([file])
+        found = await _file_at(repo, revision, path)
+        if isinstance(found, Reply):
+            return found
+        sha, file = found
         if file.lfs:
             return self._lfs_redirect(repo, sha, path, file)
         location = (
@@ -246,14 +255,11 @@ class HubHandler:
         gated = self._gate(repo, token)
         if gated is not None:
             return gated
-        sha = repo.try_resolve(route.rest[0])
-        if sha is None:
-            return _no_revision(route.rest[0])
         path = unquote("/".join(route.rest[1:]))
-        file = repo.commits[sha].files.get(path)
-        if file is None:
-            return _no_entry(sha)
-        await ensure_hashed([file])
+        found = await _file_at(repo, route.rest[0], path)
+        if isinstance(found, Reply):
+            return found
+        sha, file = found
         if file.lfs:
             return self._lfs_redirect(repo, sha, path, file)
         headers = {"ETag": f'"{file.git_oid}"', "X-Repo-Commit": sha}
