@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-DownloadState = Literal["running", "done", "failed", "cancelled"]
+DownloadState = Literal["running", "cancelling", "done", "failed", "cancelled"]
 KEEP_FINISHED: Final = 1000
 
 
@@ -60,7 +60,8 @@ class Download:
     """A handle on one download in flight (or finished) in a HubClient.
 
     ``id`` is a short random string, ``run_id`` tags its events on the client's bus,
-    ``state`` is running / done / failed / cancelled, ``path`` and ``error`` say how it ended.
+    ``state`` is running, then done / failed / cancelled once it has ended (``cancelling`` between
+    `cancel()` and the end of its cleanup), ``path`` and ``error`` say how it ended.
     """
 
     def __init__(self, key: Hashable, run_id: int, *, background: bool) -> None:
@@ -87,7 +88,7 @@ class Download:
     def cancel(self) -> None:
         """Stop the transfer (within a second); temp files are removed, the cache stays valid."""
         if not self.done:
-            self.state = "cancelled"
+            self.state = "cancelling"
             self._scope.cancel()
 
     async def wait(self) -> str:

@@ -110,7 +110,7 @@ async def test_delete_cancels_within_a_second(api: httpx.AsyncClient, hub: FakeH
     await anyio.sleep(0.3)
     assert (await api.get(f"/downloads/{download_id}")).json()["state"] == "running"
     assert (await api.delete(f"/downloads/{download_id}")).status_code == 200
-    with anyio.fail_after(1):
+    with anyio.fail_after(1):  # "cancelled" only once it has stopped and cleaned up
         while (await api.get(f"/downloads/{download_id}")).json()["state"] != "cancelled":
             await anyio.sleep(0.02)
     with anyio.fail_after(2):
