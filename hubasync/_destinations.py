@@ -105,15 +105,27 @@ class CacheDestination:
     def commit(self, remote: RemoteFile, temp: str) -> str:
         """Blob first, then the pointer to it: a crash in between leaves an unreferenced blob,
         never a dangling link."""
+        place, link = self.commit_steps(remote, temp)
+        place()
+        return link()
+
+    def commit_steps(self, remote: RemoteFile,
+                     temp: str) -> tuple[Callable[[], None], Callable[[], str]]:
+        """`commit` as two steps for the cache writer's batches: the blob, then the link
+        (blocking steps; building them does no I/O)."""
         pointer = self.cache.pointer(self.commit_hash, remote.path)
-        if self.use_symlinks():
-            blob = self.cache.blob(remote.etag)
-            move_into_place(temp, blob)
-            symlink_atomic(relative_link_target(blob, pointer), pointer,
-                           scratch=self.cache.scratch)
-        else:
-            move_into_place(temp, pointer)  # degraded mode: the new blob *is* the file
-        return pointer
+        blob = self.cache.blob(remote.etag)
+
+        def place() -> None:  # without symlinks (degraded mode) the new blob *is* the file
+            move_into_place(temp, blob if self.use_symlinks() else pointer)
+
+        def link() -> str:
+            if self.use_symlinks():
+                symlink_atomic(relative_link_target(blob, pointer), pointer,
+                               scratch=self.cache.scratch)
+            return pointer
+
+        return place, link
 
 
 class LocalDirDestination:
@@ -188,10 +200,20 @@ class LocalDirDestination:
         write_atomic(self.layout.metadata(remote.path), data.encode(), durable=False)
 
     def commit(self, remote: RemoteFile, temp: str) -> str:
+        place, link = self.commit_steps(remote, temp)
+        place()
+        return link()
+
+    def commit_steps(self, remote: RemoteFile,
+                     temp: str) -> tuple[Callable[[], None], Callable[[], str]]:
+        """`commit` as two steps for the cache writer's batches: the file, then its metadata."""
         path = self.layout.file(remote.path)
-        move_into_place(temp, path)
-        self._write_metadata(remote)
-        return path
+
+        def record() -> str:
+            self._write_metadata(remote)
+            return path
+
+        return lambda: move_into_place(temp, path), record
 
 
 Destination = CacheDestination | LocalDirDestination

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import shutil
+import threading
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
 import anyio
@@ -21,13 +23,16 @@ from hubasync._cache_layout import unique_suffix
 from hubasync._exceptions import CacheError, InsufficientDiskSpaceError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Sequence
     from hashlib import _Hash
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 READ_BLOCK: Final = 4 * 1024 * 1024
+HASH_WINDOW: Final = 32 * 1024 * 1024
+Chunk = bytes | bytearray | memoryview
+IOV_MAX: Final = 512
 _symlink_support: dict[str, bool] = {}
 
 
@@ -68,7 +73,36 @@ def makedirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
+_deferred = threading.local()
+
+
 def fsync_dir(path: str) -> None:
+    """fsync a directory (what makes a rename in it durable); inside `deferred_dir_syncs()`,
+    once per directory when that block ends."""
+    pending: set[str] | None = getattr(_deferred, "dirs", None)
+    if pending is not None:
+        pending.add(path)
+        return
+    _fsync_dir_now(path)
+
+
+@contextlib.contextmanager
+def deferred_dir_syncs() -> Iterator[None]:
+    """Collect the `fsync_dir` calls of this thread, and make each directory durable once at
+    the end (a batch of renames into one folder costs one fsync, not one each)."""
+    if getattr(_deferred, "dirs", None) is not None:  # nested: the outer block syncs
+        yield
+        return
+    _deferred.dirs = set()
+    try:
+        yield
+    finally:
+        dirs, _deferred.dirs = _deferred.dirs, None
+        for path in sorted(dirs):
+            _fsync_dir_now(path)
+
+
+def _fsync_dir_now(path: str) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -219,6 +253,24 @@ def move_into_place(src: str, dst: str) -> None:
     fsync_dir(os.path.dirname(dst))
 
 
+def leave_lock_file(path: str) -> None:
+    """Create the (empty) lock file the official client leaves at `path`, as `filelock` makes
+    it (mode 0o664), without locking it: best effort, for an identical cache layout."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o664)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            leave_lock_file(path)
+        return
+    except OSError:  # there already, or not ours to make: nothing depends on it
+        return
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o664)
+    os.close(fd)
+
+
 def remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -252,12 +304,98 @@ def hash_file(path: str, etag: str) -> str | None:
     hasher = new_hasher(etag)
     if hasher is None:
         return None
-    if len(etag) == 40:
-        hasher.update(git_blob_header(os.stat(path).st_size))
-    with open(path, "rb") as f:
-        while block := f.read(READ_BLOCK):
-            hasher.update(block)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if len(etag) == 40:
+            hasher.update(git_blob_header(size))
+        feed_file(fd, hasher, 0, size, path)
+    finally:
+        os.close(fd)
     return hasher.hexdigest()
+
+
+def store_new(path: str, buffers: Sequence[Chunk], etag: str | None, size: int) -> str | None:
+    """Hash `buffers` the way `etag` was made (when one is given) and, unless the digest differs
+    from it, write them to a new file at `path`, fsynced: a small download in one step.
+
+    Returns the digest (None when not hashed). Nothing is written on a mismatch; a failed write
+    removes what it created.
+    """
+    digest = None
+    hasher = None if etag is None else new_hasher(etag)
+    if hasher is not None:
+        if len(etag or "") == 40:
+            hasher.update(git_blob_header(size))
+        for buffer in buffers:
+            hasher.update(buffer)
+        digest = hasher.hexdigest()
+        if digest != etag:
+            return digest
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o666)
+    try:
+        _pwrite_all(fd, buffers, 0)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        remove_quietly(path)
+        raise
+    os.close(fd)
+    return digest
+
+
+def _pwrite_all(fd: int, buffers: Sequence[Chunk], offset: int) -> int:
+    """`pwritev` until every buffer is written (a short write continues where it stopped)."""
+    views = [memoryview(b) for b in buffers]
+    total = 0
+    while views:
+        batch = views[:IOV_MAX]
+        written = os.pwritev(fd, batch, offset + total)
+        if not written and any(v.nbytes for v in batch):
+            raise OSError(errno.EIO, "the write made no progress")
+        total += written
+        while views and written >= views[0].nbytes:
+            written -= views.pop(0).nbytes
+        if written:
+            views[0] = views[0][written:]
+    return total
+
+
+def feed_file(fd: int, hasher: _Hash, start: int, end: int, path: str) -> None:
+    """Feed bytes [start, end) of an open file to `hasher`.
+
+    Through read-only memory maps of at most HASH_WINDOW bytes (no copy out of the page cache,
+    and the process holds at most one window), or `pread` where a file cannot be mapped.
+    """
+    offset = start
+    while offset < end:
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        stop = min(end, base + HASH_WINDOW)
+        if os.fstat(fd).st_size < stop:  # never map past the end (that would be a SIGBUS)
+            raise CacheError(f"{path} is shorter than {end} bytes")
+        try:
+            window = mmap.mmap(fd, stop - base, offset=base, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            _pread_into(fd, hasher, offset, stop, path)
+        else:
+            with window, memoryview(window) as view, view[offset - base:] as part:
+                hasher.update(part)
+        offset = stop
+
+
+def _pread_into(fd: int, hasher: _Hash, start: int, end: int, path: str) -> None:
+    offset = start
+    while offset < end:
+        block = os.pread(fd, min(READ_BLOCK, end - offset), offset)
+        if not block:
+            raise CacheError(f"{path} is shorter than {end} bytes")
+        hasher.update(block)
+        offset += len(block)
 
 
 class TempFile:
@@ -277,31 +415,24 @@ class TempFile:
     def __repr__(self) -> str:
         return f"<TempFile {self.path}>"
 
-    def pwrite(self, data: bytes | bytearray | memoryview, offset: int,
-               hasher: _Hash | None = None) -> None:
+    def pwrite(self, buffers: Sequence[Chunk], offset: int, hasher: _Hash | None = None) -> int:
+        """Write `buffers` one after another from `offset` (one `pwritev` when it can), feed them
+        to `hasher` in order, and return how many bytes that was."""
         assert self._fd is not None, "write after close"
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view = view[written:]
-            offset += written
+        total = _pwrite_all(self._fd, buffers, offset)
         if hasher is not None:
-            hasher.update(data)
+            for b in buffers:
+                hasher.update(b)
+        return total
 
     def length(self) -> int:
         assert self._fd is not None
         return os.fstat(self._fd).st_size
 
-    def feed(self, hasher: _Hash, length: int) -> None:
-        """Hash the first `length` bytes (what a resumed in-order hash has not seen yet)."""
+    def feed(self, hasher: _Hash, end: int, start: int = 0) -> None:
+        """Feed bytes [start, end) of the file to `hasher` (see `feed_file`)."""
         assert self._fd is not None
-        offset = 0
-        while offset < length:
-            block = os.pread(self._fd, min(READ_BLOCK, length - offset), offset)
-            if not block:
-                raise CacheError(f"{self.path} is shorter than {length} bytes")
-            hasher.update(block)
-            offset += len(block)
+        feed_file(self._fd, hasher, start, end, self.path)
 
     def sync(self) -> None:
         assert self._fd is not None

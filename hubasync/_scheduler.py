@@ -4,8 +4,9 @@
 start early and small files fill the gaps). ``Scheduler.run()`` owns one task group per run: N
 workers behind the shared connection limiter pull file tasks from a bounded channel; each task
 fetches into a temp file (ranges for big files, inside the Fetcher; continued from a partial
-download an earlier attempt left, if any) and hands the commit to the cache writer. Per-file
-failures are collected, never left as a bare ExceptionGroup.
+download an earlier attempt left, if any; small files in memory, written in one step) and hands
+the commit to the cache writer. Per-file failures are collected, never left as a bare
+ExceptionGroup.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import filelock
 
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
-from hubasync._fileio import DiskIO, free_space
-from hubasync._partial import Where
+from hubasync._fileio import DiskIO, free_space, leave_lock_file, remove_quietly
+from hubasync._partial import FLUSH_SIZE, Where
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hubasync")
 LOCK_POLL: Final = 0.25
 DISK_MARGIN: Final = 16 * 1024 * 1024
+SMALL_FILE: Final = FLUSH_SIZE  # at most this size: fetched in memory, no lock, no resume
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Scheduler:
         self._max_workers = max_workers
         self.active = 0
         self.queued = 0
+        self._blobs = KeyedLocks()
 
     def __repr__(self) -> str:
         return f"<Scheduler [files: {self.active} active, {self.queued} queued]>"
@@ -224,6 +227,8 @@ class Scheduler:
     async def _download(self, info: RunInfo, destination: Destination, task: FileTask,
                         force: bool) -> tuple[str, bool]:
         remote = task.remote
+        if remote.size is not None and remote.size <= SMALL_FILE:
+            return await self._download_small(info, destination, remote, force)
         async with blob_lock(self._disk, destination.lock_path(remote)):
             if not force:  # another process (or worker) may have finished it meanwhile
                 again = await self._disk.run(destination.check, remote, force=False)
@@ -235,7 +240,7 @@ class Scheduler:
             where = Where(destination.temp_path(remote), destination.resume_files(remote))
             partial = await self._fetcher.fetch(info.run_id, remote, where, force=force)
             try:
-                path = await self._writer.submit(lambda: destination.commit(remote, partial.path))
+                path = await self._writer.commit(*destination.commit_steps(remote, partial.path))
             except BaseException:
                 with anyio.CancelScope(shield=True):  # a resumable file is kept (verified again)
                     await self._disk.run(partial.abandon)
@@ -243,3 +248,58 @@ class Scheduler:
             with anyio.CancelScope(shield=True):
                 await self._disk.run(partial.committed)
             return path, True
+
+    async def _download_small(self, info: RunInfo, destination: Destination,
+                              remote: RemoteFile, force: bool) -> tuple[str, bool]:
+        """A small file: fetched into memory, verified and written in one step, committed in
+        the writer's next batch. No file lock (it is best effort and costs more than the file:
+        two processes that both fetch it both rename the same bytes into place) and no resume
+        state (a failure fetches it again whole); within this process one task per blob."""
+        async with self._blobs.hold(destination.lock_path(remote)) as waited:
+            if waited and not force:  # the same content under another name, fetched meanwhile
+                again = await self._disk.run(destination.check, remote, force=False)
+                if again.action == "done":
+                    return again.path, False
+                if again.action == "materialize" and again.materialize is not None:
+                    await self._writer.submit(again.materialize)
+                    return again.path, False
+            temp, lock = destination.temp_path(remote), destination.lock_path(remote)
+            try:
+                await self._fetcher.fetch_small(info.run_id, remote, temp)
+                place, link = destination.commit_steps(remote, temp)
+
+                def place_and_mark() -> None:  # the lock file the official client leaves, too
+                    leave_lock_file(lock)
+                    place()
+
+                return await self._writer.commit(place_and_mark, link), True
+            except BaseException:
+                with anyio.CancelScope(shield=True):  # a temp the commit did not take
+                    await self._disk.run(remove_quietly, temp)
+                raise
+
+
+class KeyedLocks:
+    """In-process locks by key, forgotten when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"<KeyedLocks [keys: {len(self._locks)}]>"
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[bool]:
+        """Hold the lock of `key`; yields whether another task held it first."""
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        waited = lock.locked()
+        try:
+            async with lock:
+                yield waited
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

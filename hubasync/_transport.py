@@ -90,13 +90,16 @@ class StreamResponse:
             return await self._resp.read()
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, one received buffer at a time (`readany` would join what is
+        buffered into a new bytes object: a copy of every byte on a fast link)."""
         content = self._resp.content
         while True:
             with map_exceptions(self.url):
-                chunk = await content.readany()
-            if not chunk:
+                chunk, boundary = await content.readchunk()
+            if chunk:
+                yield chunk
+            elif not boundary:  # (b"", True) is only the end of an HTTP chunk
                 return
-            yield chunk
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ refusal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -24,18 +25,28 @@ import anyio
 from hubasync._answers import Source, check_answer, drain, range_headers, size_mismatch
 from hubasync._events import BytesReceived, FileStarted, Retrying
 from hubasync._exceptions import HubHTTPError, IntegrityError, ReadError, TransientError
-from hubasync._fileio import git_blob_header, hash_file, new_hasher, oserror
+from hubasync._fileio import IOV_MAX, git_blob_header, new_hasher, oserror, store_new
+from hubasync._follower import Follower
 from hubasync._hub_api import raise_for_status
-from hubasync._partial import FLUSH_SIZE, ClaimLost, Partial, Span, Where, open_partial
+from hubasync._partial import (
+    FLUSH_SIZE,
+    RECORD_INTERVAL,
+    ClaimLost,
+    InMemory,
+    Partial,
+    Span,
+    Where,
+    open_partial,
+)
 from hubasync._retry import RetryPolicy
 from hubasync._transport import Response, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from hashlib import _Hash
 
     from hubasync._bus import ProgressBus
-    from hubasync._fileio import DiskIO
+    from hubasync._fileio import Chunk, DiskIO
     from hubasync._hub_api import HubApi
     from hubasync._models import RemoteFile
     from hubasync._ratelimit import TokenBucket
@@ -54,9 +65,10 @@ class _Job:
     """One attempt at one file: where its bytes come from and go to."""
 
     remote: RemoteFile
-    partial: Partial
+    partial: Partial | InMemory
     progress: _Progress
     source: Source | None = None
+    follower: Follower | None = None
 
 
 class Fetcher:
@@ -130,6 +142,39 @@ class Fetcher:
             else:
                 return partial
 
+    async def fetch_small(self, run_id: int, remote: RemoteFile, temp: str) -> None:
+        """Download a file of known, small size into memory, verify it, and write it to the
+        new file `temp` (fsynced) in one step off the loop. Nothing is kept between attempts:
+        a failure fetches it whole again. A hash mismatch is retried once from zero, then
+        raised (nothing is written)."""
+        assert remote.size is not None
+        retried = False
+        while True:
+            self._bus.publish(FileStarted(run_id=run_id, path=remote.path, size=remote.size,
+                                          resumed_from=0))
+            body = InMemory(remote.size)
+            job = _Job(remote, body, _Progress(self._bus, run_id, remote))
+            job.source = Source(remote.location or remote.url, may_expire=True)
+            span = body.spans[0]
+            await self._fetch_range(job, span)
+            if span.done != remote.size:
+                raise size_mismatch(remote, span.done)
+            etag = remote.etag if self._verify else None
+            try:
+                digest = await self._disk.run(store_new, temp, body.buffers, etag, remote.size)
+            except OSError as exc:
+                raise oserror(exc, "write the download") from None
+            try:
+                self._check_digest(remote, digest)
+            except IntegrityError as exc:
+                if retried:
+                    raise
+                retried = True
+                self._bus.publish(Retrying(run_id=run_id, path=remote.path, attempt=1,
+                                           delay=0.0, reason=str(exc)))
+            else:
+                return
+
     async def _open(self, remote: RemoteFile, where: Where, *, fresh: bool,
                     shared: bool) -> Partial:
         ranged = remote.size is not None and remote.size >= self.range_threshold
@@ -147,10 +192,6 @@ class Fetcher:
     async def _fetch_verified(self, run_id: int, remote: RemoteFile, partial: Partial) -> None:
         await self._fetch_once(run_id, remote, partial)
         await self._disk.run(partial.finish)
-        if self._verify and partial.ranged and len(remote.etag) in (40, 64):
-            # ranges were written out of order: hash the file now
-            digest = await self._disk.run(hash_file, partial.path, remote.etag)
-            self._check_digest(remote, digest)
 
     @staticmethod
     def _check_digest(remote: RemoteFile, digest: str | None) -> None:
@@ -166,12 +207,14 @@ class Fetcher:
                                       resumed_from=present))
         job = _Job(remote, partial, _Progress(self._bus, run_id, remote, present))
         if partial.ranged:
-            await self._fetch_ranges(job)
+            digest = await self._fetch_ranges(job, partial)
+            if digest is not None:
+                self._check_digest(remote, digest)
             return
         span = partial.spans[0]
         span.hasher = await self._stream_hasher(remote, partial)
         job.source = Source(remote.location or remote.url, may_expire=True)
-        await self._fetch_range(job, span)
+        await self._together([lambda: self._fetch_range(job, span)], partial)
         size = remote.size
         if size is not None and span.done != size:
             raise size_mismatch(remote, span.done)
@@ -201,30 +244,81 @@ class Fetcher:
         await self._disk.run(partial.temp.feed, hasher, size)
         return hasher.hexdigest()
 
-    async def _fetch_ranges(self, job: _Job) -> None:
-        """The missing ranges in parallel; the first failure cancels the others and is raised
-        as itself (never as an ExceptionGroup). A completed range is made durable."""
-        todo = [span for span in job.partial.spans if not span.complete]
-        if not todo:
-            return
+    async def _fetch_ranges(self, job: _Job, partial: Partial) -> str | None:
+        """The missing ranges in parallel, hashed in order as they arrive; return the digest
+        (None when not verifying). The first failure cancels the others and is raised as
+        itself (never as an ExceptionGroup). A completed range is made durable."""
         remote = job.remote
-        job.source = (Source(remote.location, may_expire=True) if remote.location
-                      else Source(await self._locate(remote), may_expire=False))
-        failures: list[Exception] = []
+        hasher = new_hasher(remote.etag) if self._verify and remote.size is not None else None
+        if hasher is not None and remote.size is not None:
+            if len(remote.etag) == 40:
+                hasher.update(git_blob_header(remote.size))
+            job.follower = Follower(self._disk, partial, hasher, remote.size)
+        todo = [span for span in partial.spans if not span.complete]
+        if todo:
+            job.source = (Source(remote.location, may_expire=True) if remote.location
+                          else Source(await self._locate(remote), may_expire=False))
 
-        async def run(span: Span) -> None:
+        async def fetch(span: Span) -> None:
+            await self._fetch_range(job, span)
+            await self._disk.run(partial.span_done)
+
+        digest: list[str] = []
+
+        async def follow(follower: Follower) -> None:
             try:
-                await self._fetch_range(job, span)
-                await self._disk.run(job.partial.span_done)
+                digest.append(await follower.run())
+            except OSError as exc:
+                raise oserror(exc, "hash the download") from None
+
+        jobs = [functools.partial(fetch, span) for span in todo]
+        if job.follower is not None:
+            jobs.append(functools.partial(follow, job.follower))
+        await self._together(jobs, partial)
+        return digest[0] if digest else None
+
+    async def _together(self, jobs: Sequence[Callable[[], Awaitable[None]]],
+                        partial: Partial) -> None:
+        """Run `jobs` at once, with the partial download's recorder beside them until they are
+        done; the first failure cancels the rest and is raised as itself (never as an
+        ExceptionGroup)."""
+        if not jobs:
+            return
+        if len(jobs) == 1 and not partial.resumable:
+            await jobs[0]()
+            return
+        failures: list[Exception] = []
+        running = len(jobs)
+
+        async def guard(fn: Callable[[], Awaitable[None]], *, main: bool) -> None:
+            nonlocal running
+            try:
+                await fn()
             except Exception as exc:
                 failures.append(exc)
                 tg.cancel_scope.cancel()
+            finally:
+                if main:
+                    running -= 1
+                    if not running:  # the recorder's work is done too
+                        tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
-            for span in todo:
-                tg.start_soon(run, span)
+            if partial.resumable:
+                tg.start_soon(functools.partial(guard, lambda: self._recorder(partial),
+                                                main=False))
+            for fn in jobs:
+                tg.start_soon(functools.partial(guard, fn, main=True))
         if failures:
             raise failures[0]
+
+    async def _recorder(self, partial: Partial) -> None:
+        """Record the partial download's state every RECORD_INTERVAL while bytes arrive (the
+        last state is recorded when the attempt ends, however it ends)."""
+        while True:
+            await anyio.sleep(RECORD_INTERVAL)
+            if partial.unrecorded:
+                await self._disk.run(partial.record)
 
     async def _locate(self, remote: RemoteFile) -> str:
         """A fresh download URL (the CDN location) from a HEAD; the file must not have changed."""
@@ -316,48 +410,63 @@ class Fetcher:
                          skip: int | None) -> None:
         """Write the body at the range's position; a body longer than the range is an
         IntegrityError. A whole-file body (`skip` is not None) is read from byte `skip` and cut
-        at the range's end. Bytes that arrived before a transport failure or a cancellation are
-        kept, so the retry (or the next attempt) resumes after them."""
+        at the range's end. Chunks are written as they came (one `pwritev` per flush, no
+        copy). Bytes that arrived before a transport failure or a cancellation are kept, so the
+        retry (or the next attempt) resumes after them."""
         whole, skip = skip is not None, skip or 0
-        buf = bytearray()
+        buffers: list[Chunk] = []
+        size = 0
         try:
             async for chunk in chunks:
                 if self._bandwidth is not None:
                     await self._bandwidth.acquire(len(chunk))
-                used = min(skip, len(chunk))
-                skip -= used
-                buf += memoryview(chunk)[used:]
+                data: Chunk = chunk
+                if skip:
+                    used = min(skip, len(chunk))
+                    skip -= used
+                    data = memoryview(chunk)[used:]
                 room = span.room
-                if room is not None and len(buf) > room and not whole:
-                    raise IntegrityError(f"{job.remote.path}: server sent more bytes than "
-                                         "announced", path=job.remote.path)
-                if whole and room is not None and len(buf) >= room:
-                    del buf[room:]
-                    break  # the rest belongs to other ranges (the connection is dropped)
-                if len(buf) >= FLUSH_SIZE:
-                    await self._flush(job, span, buf)
-                    buf = bytearray()
+                if room is not None and size + len(data) >= room:
+                    if size + len(data) > room and not whole:
+                        raise IntegrityError(f"{job.remote.path}: server sent more bytes than "
+                                             "announced", path=job.remote.path)
+                    buffers.append(memoryview(data)[: room - size])
+                    size = room
+                    if whole:
+                        break  # the rest belongs to other ranges (the connection is dropped)
+                    continue
+                buffers.append(data)
+                size += len(data)
+                if size >= FLUSH_SIZE or len(buffers) >= IOV_MAX:
+                    await self._flush(job, span, buffers, size)
+                    buffers, size = [], 0
         except TransientError:
-            if buf:
-                await self._flush(job, span, buf)
+            if size:
+                await self._flush(job, span, buffers, size)
             raise
         except anyio.get_cancelled_exc_class():
-            if buf:  # what arrived is kept for the resume (best effort: cancelling wins)
+            if size:  # what arrived is kept for the resume (best effort: cancelling wins)
                 with contextlib.suppress(Exception):
-                    await self._flush(job, span, buf)
+                    await self._flush(job, span, buffers, size)
             raise
-        if buf:
-            await self._flush(job, span, buf)
+        if size:
+            await self._flush(job, span, buffers, size)
 
-    async def _flush(self, job: _Job, span: Span, buf: bytearray) -> None:
+    async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int) -> None:
         """Write (and record, for a resumable download) under a shield: a cancellation never
         leaves a write half-counted."""
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._disk.run(job.partial.write, span, buf)
-        except OSError as exc:
-            raise oserror(exc, "write the download") from None
-        job.progress.add(len(buf))
+        partial = job.partial
+        if isinstance(partial, InMemory):
+            partial.write(span, buffers)
+        else:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._disk.run(partial.write, span, buffers)
+            except OSError as exc:
+                raise oserror(exc, "write the download") from None
+        job.progress.add(size)
+        if job.follower is not None:
+            job.follower.poke()
 
 
 class _Progress:
