@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from hubasync._events import Event
+    from hubasync._models import RemoteFile
 
 __all__ = ["BusStatistics", "ProgressBus", "Subscription"]
 
@@ -391,3 +393,26 @@ class ProgressBus:
             f"<ProgressBus [{state}subscribers: {self.subscriber_count}, "
             f"published: {self._published}]>"
         )
+
+
+class FileProgress:
+    """One file's progress, published once per flush (about one event per MiB)."""
+
+    __slots__ = ("_bus", "downloaded", "path", "run_id", "started", "total")
+
+    def __init__(self, bus: ProgressBus, run_id: int, remote: RemoteFile,
+                 downloaded: int = 0) -> None:
+        self._bus = bus
+        self.run_id = run_id
+        self.path = remote.path
+        self.total = remote.size or 0
+        self.downloaded = downloaded
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<FileProgress {self.path} [{self.downloaded} of {self.total}]>"
+
+    def add(self, n: int) -> None:
+        self.downloaded += n
+        self._bus.publish(BytesReceived(run_id=self.run_id, path=self.path, delta=n,
+                                        downloaded=self.downloaded, total=self.total))

@@ -375,7 +375,7 @@ def feed_file(fd: int, hasher: _Hash, start: int, end: int, path: str) -> None:
     offset = start
     while offset < end:
         base = offset - offset % mmap.ALLOCATIONGRANULARITY
-        stop = min(end, base + HASH_WINDOW)
+        stop = min(end, max(base + HASH_WINDOW, offset + mmap.ALLOCATIONGRANULARITY))
         if os.fstat(fd).st_size < stop:  # never map past the end (that would be a SIGBUS)
             raise CacheError(f"{path} is shorter than {end} bytes")
         try:

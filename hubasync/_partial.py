@@ -414,6 +414,15 @@ def _start(files: ResumeFiles, owner: Owner, etag: str, size: int, *, ranged: bo
     return Partial(temp, spans, ranged=ranged, resume=resume)
 
 
+def bytes_present(files: ResumeFiles, etag: str, size: int) -> int:
+    """How much of a download an earlier attempt recorded (0 when nothing usable is recorded):
+    what the disk-space check need not count again. Blocking; reads the state only."""
+    state = _load(files.state)
+    if state is None or (state.version, state.etag, state.size) != (STATE_VERSION, etag, size):
+        return 0
+    return min(size, sum(max(0, n) for n in state.written))
+
+
 def _load(path: str) -> ResumeState | None:
     try:
         with open(path, "rb") as f:

@@ -23,7 +23,7 @@ import filelock
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
 from hubasync._fileio import DiskIO, free_space, leave_lock_file, remove_quietly
-from hubasync._partial import FLUSH_SIZE, Where
+from hubasync._partial import FLUSH_SIZE, Where, bytes_present
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -54,10 +54,6 @@ class Plan:
     materialize: tuple[FileTask, ...]
     download: tuple[FileTask, ...]
 
-    @property
-    def download_bytes(self) -> int:
-        return sum(t.remote.size or 0 for t in self.download)
-
 
 def plan(remotes: Sequence[RemoteFile], checks: Sequence[Check]) -> Plan:
     tasks = [FileTask(r, c) for r, c in zip(remotes, checks, strict=True)]
@@ -76,6 +72,7 @@ class RunResult:
     bytes_downloaded: int = 0
     bytes_from_cache: int = 0
     files_from_cache: int = 0
+    blobs: set[str] = field(default_factory=set)  # small blobs fetched in this run (lock keys)
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,7 @@ class Scheduler:
         ))
         result = RunResult()
         try:
-            await self._check_space(destination.root, work.download_bytes)
+            await self._check_space(destination, work.download)
             for task in work.done:
                 self._finish(info, task, task.check.path, result, from_cache=True, t0=started)
             workers = max(1, min(max_workers or self._max_workers, len(work.download) or 1))
@@ -167,10 +164,24 @@ class Scheduler:
             ))
         return result
 
-    async def _check_space(self, root: str, needed: int) -> None:
-        if needed == 0:
+    async def _check_space(self, destination: Destination, tasks: Sequence[FileTask]) -> None:
+        """Enough free space for what must still be fetched (what earlier attempts recorded of
+        a resumable download is already on disk), before the first byte."""
+        if not any(t.remote.size for t in tasks):
             return
-        available = await self._disk.run(free_space, root)
+
+        def needed_and_free() -> tuple[int, int]:
+            needed = 0
+            for task in tasks:
+                size = task.remote.size or 0
+                if size > SMALL_FILE:
+                    files = destination.resume_files(task.remote)
+                    size -= bytes_present(files, task.remote.etag, size)
+                needed += size
+            return needed, free_space(destination.root)
+
+        needed, available = await self._disk.run(needed_and_free)
+        root = destination.root
         if needed + DISK_MARGIN > available:
             raise InsufficientDiskSpaceError(
                 f"not enough disk space in {root}: {needed:,} bytes to download, "
@@ -215,7 +226,8 @@ class Scheduler:
                 self.active += 1
                 t0 = time.monotonic()
                 try:
-                    path, fetched = await self._download(info, destination, task, force)
+                    path, fetched = await self._download(info, destination, task, force,
+                                                         result)
                 except (HubError, OSError) as exc:
                     log.debug("download of %s failed", task.remote.path, exc_info=True)
                     self._fail(info, task, exc, result)
@@ -225,10 +237,10 @@ class Scheduler:
                     self.active -= 1
 
     async def _download(self, info: RunInfo, destination: Destination, task: FileTask,
-                        force: bool) -> tuple[str, bool]:
+                        force: bool, result: RunResult) -> tuple[str, bool]:
         remote = task.remote
         if remote.size is not None and remote.size <= SMALL_FILE:
-            return await self._download_small(info, destination, remote, force)
+            return await self._download_small(info, destination, remote, force, result)
         async with blob_lock(self._disk, destination.lock_path(remote)):
             if not force:  # another process (or worker) may have finished it meanwhile
                 again = await self._disk.run(destination.check, remote, force=False)
@@ -250,13 +262,16 @@ class Scheduler:
             return path, True
 
     async def _download_small(self, info: RunInfo, destination: Destination,
-                              remote: RemoteFile, force: bool) -> tuple[str, bool]:
+                              remote: RemoteFile, force: bool,
+                              result: RunResult) -> tuple[str, bool]:
         """A small file: fetched into memory, verified and written in one step, committed in
         the writer's next batch. No file lock (it is best effort and costs more than the file:
         two processes that both fetch it both rename the same bytes into place) and no resume
         state (a failure fetches it again whole); within this process one task per blob."""
-        async with self._blobs.hold(destination.lock_path(remote)) as waited:
-            if waited and not force:  # the same content under another name, fetched meanwhile
+        key = destination.lock_path(remote)
+        async with self._blobs.hold(key) as waited:
+            # the same content under another name, fetched meanwhile or earlier in this run
+            if key in result.blobs or (waited and not force):
                 again = await self._disk.run(destination.check, remote, force=False)
                 if again.action == "done":
                     return again.path, False
@@ -272,7 +287,9 @@ class Scheduler:
                     leave_lock_file(lock)
                     place()
 
-                return await self._writer.commit(place_and_mark, link), True
+                path = await self._writer.commit(place_and_mark, link)
+                result.blobs.add(key)
+                return path, True
             except BaseException:
                 with anyio.CancelScope(shield=True):  # a temp the commit did not take
                     await self._disk.run(remove_quietly, temp)

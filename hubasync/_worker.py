@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urljoin
@@ -23,8 +22,15 @@ from urllib.parse import urljoin
 import anyio
 
 from hubasync._answers import Source, check_answer, drain, range_headers, size_mismatch
-from hubasync._events import BytesReceived, FileStarted, Retrying
-from hubasync._exceptions import HubHTTPError, IntegrityError, ReadError, TransientError
+from hubasync._bus import FileProgress
+from hubasync._events import FileStarted, Retrying
+from hubasync._exceptions import (
+    HubError,
+    HubHTTPError,
+    IntegrityError,
+    ReadError,
+    TransientError,
+)
 from hubasync._fileio import IOV_MAX, git_blob_header, new_hasher, oserror, store_new
 from hubasync._follower import Follower
 from hubasync._hub_api import raise_for_status
@@ -39,6 +45,7 @@ from hubasync._partial import (
     open_partial,
 )
 from hubasync._retry import RetryPolicy
+from hubasync._shortcuts import Shortcuts
 from hubasync._transport import Response, redact_url
 
 if TYPE_CHECKING:
@@ -66,9 +73,10 @@ class _Job:
 
     remote: RemoteFile
     partial: Partial | InMemory
-    progress: _Progress
+    progress: FileProgress
     source: Source | None = None
     follower: Follower | None = None
+    final_url: str | None = None  # where the last answer came from (after redirects)
 
 
 class Fetcher:
@@ -102,6 +110,7 @@ class Fetcher:
         self._verify = verify_hashes
         self._bandwidth = bandwidth
         self._sleep = sleep
+        self.shortcuts = Shortcuts()
 
     def __repr__(self) -> str:
         return (f"<Fetcher [connections: {self._connections.borrowed_tokens}/"
@@ -149,14 +158,26 @@ class Fetcher:
         raised (nothing is written)."""
         assert remote.size is not None
         retried = False
+        guess = None if remote.location else self.shortcuts.guess(remote.url, remote.etag)
         while True:
             self._bus.publish(FileStarted(run_id=run_id, path=remote.path, size=remote.size,
                                           resumed_from=0))
             body = InMemory(remote.size)
-            job = _Job(remote, body, _Progress(self._bus, run_id, remote))
-            job.source = Source(remote.location or remote.url, may_expire=True)
+            job = _Job(remote, body, FileProgress(self._bus, run_id, remote))
+            job.source = Source(guess or remote.location or remote.url, may_expire=not guess)
             span = body.spans[0]
-            await self._fetch_range(job, span)
+            try:
+                await self._fetch_range(job, span)
+            except HubError as exc:
+                if guess is None:
+                    raise
+                log.debug("%s: the direct URL failed (%s: %s); no more shortcuts", remote.path,
+                          type(exc).__name__, exc)
+                self.shortcuts.disable()
+                guess = None
+                continue
+            if guess is None and job.final_url is not None:
+                self.shortcuts.learn(remote.url, remote.etag, job.final_url)
             if span.done != remote.size:
                 raise size_mismatch(remote, span.done)
             etag = remote.etag if self._verify else None
@@ -170,6 +191,9 @@ class Fetcher:
                 if retried:
                     raise
                 retried = True
+                if guess is not None:  # bad bytes from a guessed URL: stop guessing
+                    self.shortcuts.disable()
+                    guess = None
                 self._bus.publish(Retrying(run_id=run_id, path=remote.path, attempt=1,
                                            delay=0.0, reason=str(exc)))
             else:
@@ -205,7 +229,7 @@ class Fetcher:
         present = partial.present
         self._bus.publish(FileStarted(run_id=run_id, path=remote.path, size=remote.size or 0,
                                       resumed_from=present))
-        job = _Job(remote, partial, _Progress(self._bus, run_id, remote, present))
+        job = _Job(remote, partial, FileProgress(self._bus, run_id, remote, present))
         if partial.ranged:
             digest = await self._fetch_ranges(job, partial)
             if digest is not None:
@@ -364,7 +388,7 @@ class Fetcher:
                                    reason=f"{type(exc).__name__}: {exc} (URL renewed)"))
         return policy
 
-    async def _backoff(self, policy: RetryPolicy, progress: _Progress, exc: Exception,
+    async def _backoff(self, policy: RetryPolicy, progress: FileProgress, exc: Exception,
                        *, progressed: bool) -> RetryPolicy:
         if progressed:
             policy = policy.reset()
@@ -393,6 +417,7 @@ class Fetcher:
                     await self._raise_for(remote, resp, bool(headers))
                 skip = check_answer(remote, resp, span, bool(headers))
                 source.answered(started, url, remote.url)
+                job.final_url = url
                 await self._copy_body(job, resp.chunks(), span, skip)
                 return
         raise ReadError(f"too many redirects for {redact_url(remote.url)}")
@@ -467,24 +492,3 @@ class Fetcher:
         job.progress.add(size)
         if job.follower is not None:
             job.follower.poke()
-
-
-class _Progress:
-    """Per-file progress, published once per flush (about one event per MiB)."""
-
-    __slots__ = ("_bus", "_remote", "downloaded", "path", "run_id", "started")
-
-    def __init__(self, bus: ProgressBus, run_id: int, remote: RemoteFile,
-                 downloaded: int = 0) -> None:
-        self._bus = bus
-        self.run_id = run_id
-        self.path = remote.path
-        self._remote = remote
-        self.downloaded = downloaded
-        self.started = time.monotonic()
-
-    def add(self, n: int) -> None:
-        self.downloaded += n
-        self._bus.publish(BytesReceived(run_id=self.run_id, path=self.path, delta=n,
-                                        downloaded=self.downloaded,
-                                        total=self._remote.size or 0))

@@ -147,9 +147,11 @@ async def test_shared_blobs_across_revisions(hub: FakeHub, tmp_path: Path) -> No
         await client.snapshot_download("org/model", revision="v1.0")
         hub.clear_requests()
         await client.snapshot_download("org/model", revision="main")
-    fetched = [r.path for r in hub.requests if "/resolve/" in r.path and r.method == "GET"
-               and not r.path.startswith("/api/")]
-    assert fetched == [f"/org/model/resolve/{Path(hub.repos['org/model'].resolve('main')).name}/config.json"]
+    main = hub.repos["org/model"].resolve("main")
+    fetched = [r.path for r in hub.requests if r.method == "GET" and r.status == 200
+               and ("/resolve/" in r.path or r.path.startswith("/api/resolve-cache/"))]
+    assert len(fetched) == 1  # straight from resolve-cache: the shortcut learned in run one
+    assert fetched[0].endswith(f"/{main}/config.json")
     assert not [r for r in hub.requests if r.server == "cdn"]  # only the changed config.json
     storage = tmp_path / "models--org--model"
     assert len(list((storage / "snapshots").iterdir())) == 2

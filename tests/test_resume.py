@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ from hubasync._claim import (
     release,
 )
 from hubasync._partial import ResumeState, resume_point
+from hubasync._scheduler import DISK_MARGIN
 from hubasync.testing import FakeFile, FakeHub, FakeRepo, Fault
 
 if TYPE_CHECKING:
@@ -684,3 +686,27 @@ if __name__ == "__main__":
 
     hubasync._scheduler.blob_lock = _no_lock
     print(asyncio.run(_download_child.main(json.loads(sys.argv[1]))), flush=True)
+
+
+@pytest.mark.anyio
+async def test_disk_space_is_checked_for_what_is_still_missing(
+    ahub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed download needs room only for the bytes it has not recorded yet."""
+    fake = file_of(ahub)
+    written = await cancelled_fetch(ahub, tmp_path)
+    missing = fake.size - sum(written)
+    free = {"bytes": DISK_MARGIN + missing - 1}
+
+    def disk_usage(path: object) -> shutil._ntuple_diskusage:
+        return shutil._ntuple_diskusage(1 << 40, (1 << 40) - free["bytes"], free["bytes"])
+
+    monkeypatch.setattr("hubasync._fileio.shutil.disk_usage", disk_usage)
+    with pytest.raises(hubasync.InsufficientDiskSpaceError) as info:
+        await fetch(ahub, tmp_path / "cache")
+    assert info.value.needed == missing  # not the whole file: the state vouches for the rest
+    assert body_gets(ahub, fake) == []
+
+    free["bytes"] += 1  # just enough
+    await fetch(ahub, tmp_path / "cache")
+    assert_blob(tmp_path / "cache", fake)
