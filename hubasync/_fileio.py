@@ -256,14 +256,14 @@ def move_into_place(src: str, dst: str) -> None:
 def leave_lock_file(path: str) -> None:
     """Create the (empty) lock file the official client leaves at `path`, as `filelock` makes
     it (mode 0o664), without locking it: best effort, for an identical cache layout."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_NONBLOCK", 0))
     try:
-        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o664)
-    except FileNotFoundError:
-        with contextlib.suppress(OSError):
+        try:
+            fd = os.open(path, flags, 0o664)
+        except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            leave_lock_file(path)
-        return
+            fd = os.open(path, flags, 0o664)
     except OSError:  # there already, or not ours to make: nothing depends on it
         return
     with contextlib.suppress(OSError):
@@ -323,9 +323,8 @@ def store_new(path: str, buffers: Sequence[Chunk], etag: str | None, size: int) 
     removes what it created.
     """
     digest = None
-    hasher = None if etag is None else new_hasher(etag)
-    if hasher is not None:
-        if len(etag or "") == 40:
+    if etag is not None and (hasher := new_hasher(etag)) is not None:
+        if len(etag) == 40:
             hasher.update(git_blob_header(size))
         for buffer in buffers:
             hasher.update(buffer)

@@ -222,7 +222,7 @@ class Partial:
         self.spans = spans
         self.ranged = ranged
         self._resume = resume
-        self._open = 0  # spans before this one are complete
+        self._first_open = 0  # the spans before this one are complete
         self._unrecorded = False
 
     def __repr__(self) -> str:
@@ -244,11 +244,11 @@ class Partial:
     @property
     def frontier(self) -> int:
         """How far from byte 0 the file is written without a gap (ranges are in file order)."""
-        while self._open < len(self.spans) and self.spans[self._open].complete:
-            self._open += 1
-        if self._open == len(self.spans):
+        while self._first_open < len(self.spans) and self.spans[self._first_open].complete:
+            self._first_open += 1
+        if self._first_open == len(self.spans):
             return self.spans[-1].next_byte
-        return self.spans[self._open].next_byte
+        return self.spans[self._first_open].next_byte
 
     @property
     def unrecorded(self) -> bool:

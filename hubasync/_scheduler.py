@@ -243,12 +243,9 @@ class Scheduler:
             return await self._download_small(info, destination, remote, force, result)
         async with blob_lock(self._disk, destination.lock_path(remote)):
             if not force:  # another process (or worker) may have finished it meanwhile
-                again = await self._disk.run(destination.check, remote, force=False)
-                if again.action == "done":
-                    return again.path, False
-                if again.action == "materialize" and again.materialize is not None:
-                    await self._writer.submit(again.materialize)
-                    return again.path, False
+                path = await self._done_meanwhile(destination, remote)
+                if path is not None:
+                    return path, False
             where = Where(destination.temp_path(remote), destination.resume_files(remote))
             partial = await self._fetcher.fetch(info.run_id, remote, where, force=force)
             try:
@@ -261,6 +258,16 @@ class Scheduler:
                 await self._disk.run(partial.committed)
             return path, True
 
+    async def _done_meanwhile(self, destination: Destination, remote: RemoteFile) -> str | None:
+        """The final path if the file is there now, or was materialised from a blob that is."""
+        again = await self._disk.run(destination.check, remote, force=False)
+        if again.action == "done":
+            return again.path
+        if again.action == "materialize" and again.materialize is not None:
+            await self._writer.submit(again.materialize)
+            return again.path
+        return None
+
     async def _download_small(self, info: RunInfo, destination: Destination,
                               remote: RemoteFile, force: bool,
                               result: RunResult) -> tuple[str, bool]:
@@ -272,19 +279,16 @@ class Scheduler:
         async with self._blobs.hold(key) as waited:
             # the same content under another name, fetched meanwhile or earlier in this run
             if key in result.blobs or (waited and not force):
-                again = await self._disk.run(destination.check, remote, force=False)
-                if again.action == "done":
-                    return again.path, False
-                if again.action == "materialize" and again.materialize is not None:
-                    await self._writer.submit(again.materialize)
-                    return again.path, False
-            temp, lock = destination.temp_path(remote), destination.lock_path(remote)
+                path = await self._done_meanwhile(destination, remote)
+                if path is not None:
+                    return path, False
+            temp = destination.temp_path(remote)
             try:
                 await self._fetcher.fetch_small(info.run_id, remote, temp)
                 place, link = destination.commit_steps(remote, temp)
 
                 def place_and_mark() -> None:  # the lock file the official client leaves, too
-                    leave_lock_file(lock)
+                    leave_lock_file(key)
                     place()
 
                 path = await self._writer.commit(place_and_mark, link)

@@ -478,8 +478,8 @@ class Fetcher:
             await self._flush(job, span, buffers, size)
 
     async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int) -> None:
-        """Write (and record, for a resumable download) under a shield: a cancellation never
-        leaves a write half-counted."""
+        """Write (off the loop, under a shield: a cancellation never leaves a write
+        half-counted; a small file's body is only kept in memory), then publish the progress."""
         partial = job.partial
         if isinstance(partial, InMemory):
             partial.write(span, buffers)
