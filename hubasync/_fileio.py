@@ -299,16 +299,22 @@ def git_blob_header(size: int) -> bytes:
     return b"blob %d\x00" % size
 
 
+def primed_hasher(etag: str, size: int) -> _Hash | None:
+    """The hasher of a file of `size` bytes whose etag is a digest (git blobs: header fed)."""
+    hasher = new_hasher(etag)
+    if hasher is not None and len(etag) == 40:
+        hasher.update(git_blob_header(size))
+    return hasher
+
+
 def hash_file(path: str, etag: str) -> str | None:
     """Hash a whole file the way its etag was made (None when the etag is not a digest)."""
-    hasher = new_hasher(etag)
-    if hasher is None:
-        return None
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        if len(etag) == 40:
-            hasher.update(git_blob_header(size))
+        hasher = primed_hasher(etag, size)
+        if hasher is None:
+            return None
         feed_file(fd, hasher, 0, size, path)
     finally:
         os.close(fd)
@@ -323,9 +329,7 @@ def store_new(path: str, buffers: Sequence[Chunk], etag: str | None, size: int) 
     removes what it created.
     """
     digest = None
-    if etag is not None and (hasher := new_hasher(etag)) is not None:
-        if len(etag) == 40:
-            hasher.update(git_blob_header(size))
+    if etag is not None and (hasher := primed_hasher(etag, size)) is not None:
         for buffer in buffers:
             hasher.update(buffer)
         digest = hasher.hexdigest()

@@ -22,7 +22,7 @@ import filelock
 
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
-from hubasync._fileio import DiskIO, free_space, leave_lock_file, remove_quietly
+from hubasync._fileio import DiskIO, free_space, remove_quietly
 from hubasync._partial import FLUSH_SIZE, Where, bytes_present
 
 if TYPE_CHECKING:
@@ -283,15 +283,9 @@ class Scheduler:
                 if path is not None:
                     return path, False
             temp = destination.temp_path(remote)
-            try:
-                await self._fetcher.fetch_small(info.run_id, remote, temp)
-                place, link = destination.commit_steps(remote, temp)
-
-                def place_and_mark() -> None:  # the lock file the official client leaves, too
-                    leave_lock_file(key)
-                    place()
-
-                path = await self._writer.commit(place_and_mark, link)
+            try:  # the lock file is left as the official client leaves it (never locked)
+                await self._fetcher.fetch_small(info.run_id, remote, temp, lock_file=key)
+                path = await self._writer.commit(*destination.commit_steps(remote, temp))
                 result.blobs.add(key)
                 return path, True
             except BaseException:

@@ -25,7 +25,8 @@ class Shortcuts:
     """Learned `resolve` -> `resolve-cache` prefixes, by the resolve prefix of a commit."""
 
     def __init__(self) -> None:
-        self._by_prefix: dict[str, tuple[str, str, str]] = {}  # -> (target prefix, query, etag)
+        # resolve prefix -> (target prefix, query, the etag named in that query)
+        self._by_prefix: dict[str, tuple[str, str, str]] = {}
         self.enabled = True
 
     def __repr__(self) -> str:
@@ -47,8 +48,8 @@ class Shortcuts:
             return  # the shared part must be the commit hash and the whole file path
         head = f"{src.scheme}://{src.netloc}"
         resolve_prefix = head + src.path[: len(src.path) - len(tail)]
-        self._by_prefix.setdefault(resolve_prefix, (dst.path[: len(dst.path) - len(tail)],
-                                                    dst.query, etag))
+        target_prefix = head + dst.path[: len(dst.path) - len(tail)]
+        self._by_prefix.setdefault(resolve_prefix, (target_prefix, dst.query, etag))
 
     def guess(self, url: str, etag: str) -> str | None:
         """The direct URL of a regular file whose resolve URL is `url`, if one was learned."""
@@ -57,8 +58,7 @@ class Shortcuts:
         for resolve_prefix, (target, query, learned_etag) in self._by_prefix.items():
             rest = url[len(resolve_prefix):]
             if url.startswith(resolve_prefix) and _AT_COMMIT.match(rest):
-                head = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
-                built = f"{head}{target}{rest}"
+                built = f"{target}{rest}"
                 return f"{built}?{query.replace(learned_etag, etag)}" if query else built
         return None
 

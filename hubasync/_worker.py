@@ -24,14 +24,8 @@ import anyio
 from hubasync._answers import Source, check_answer, drain, range_headers, size_mismatch
 from hubasync._bus import FileProgress
 from hubasync._events import FileStarted, Retrying
-from hubasync._exceptions import (
-    HubError,
-    HubHTTPError,
-    IntegrityError,
-    ReadError,
-    TransientError,
-)
-from hubasync._fileio import IOV_MAX, git_blob_header, new_hasher, oserror, store_new
+from hubasync._exceptions import HubError, HubHTTPError, IntegrityError, ReadError, TransientError
+from hubasync._fileio import IOV_MAX, leave_lock_file, oserror, primed_hasher, store_new
 from hubasync._follower import Follower
 from hubasync._hub_api import raise_for_status
 from hubasync._partial import (
@@ -151,11 +145,13 @@ class Fetcher:
             else:
                 return partial
 
-    async def fetch_small(self, run_id: int, remote: RemoteFile, temp: str) -> None:
+    async def fetch_small(self, run_id: int, remote: RemoteFile, temp: str,
+                          lock_file: str | None = None) -> None:
         """Download a file of known, small size into memory, verify it, and write it to the
-        new file `temp` (fsynced) in one step off the loop. Nothing is kept between attempts:
-        a failure fetches it whole again. A hash mismatch is retried once from zero, then
-        raised (nothing is written)."""
+        new file `temp` (fsynced) in one step off the loop, leaving `lock_file` (the official
+        client's marker) in the same step. Nothing is kept between attempts: a failure fetches
+        it whole again. A hash mismatch is retried once from zero, then raised (nothing is
+        written)."""
         assert remote.size is not None
         retried = False
         guess = None if remote.location else self.shortcuts.guess(remote.url, remote.etag)
@@ -181,8 +177,14 @@ class Fetcher:
             if span.done != remote.size:
                 raise size_mismatch(remote, span.done)
             etag = remote.etag if self._verify else None
+
+            def store(buffers: list[Chunk] = body.buffers, etag: str | None = etag) -> str | None:
+                if lock_file is not None:
+                    leave_lock_file(lock_file)
+                return store_new(temp, buffers, etag, remote.size or 0)
+
             try:
-                digest = await self._disk.run(store_new, temp, body.buffers, etag, remote.size)
+                digest = await self._disk.run(store)
             except OSError as exc:
                 raise oserror(exc, "write the download") from None
             try:
@@ -252,19 +254,15 @@ class Fetcher:
         and, when resuming, with the bytes already on disk (read off the loop)."""
         if not self._verify or remote.size is None:
             return None
-        hasher = new_hasher(remote.etag)
-        if hasher is not None and len(remote.etag) == 40:
-            hasher.update(git_blob_header(remote.size))
+        hasher = primed_hasher(remote.etag, remote.size)
         if hasher is not None and partial.spans[0].done:
             await self._disk.run(partial.temp.feed, hasher, partial.spans[0].done)
         return hasher
 
     async def _digest(self, remote: RemoteFile, partial: Partial, size: int) -> str | None:
-        hasher = new_hasher(remote.etag)
+        hasher = primed_hasher(remote.etag, size)
         if hasher is None:
             return None
-        if len(remote.etag) == 40:
-            hasher.update(git_blob_header(size))
         await self._disk.run(partial.temp.feed, hasher, size)
         return hasher.hexdigest()
 
@@ -273,11 +271,10 @@ class Fetcher:
         (None when not verifying). The first failure cancels the others and is raised as
         itself (never as an ExceptionGroup). A completed range is made durable."""
         remote = job.remote
-        hasher = new_hasher(remote.etag) if self._verify and remote.size is not None else None
-        if hasher is not None and remote.size is not None:
-            if len(remote.etag) == 40:
-                hasher.update(git_blob_header(remote.size))
-            job.follower = Follower(self._disk, partial, hasher, remote.size)
+        size = remote.size
+        hasher = primed_hasher(remote.etag, size) if self._verify and size is not None else None
+        if hasher is not None and size is not None:
+            job.follower = Follower(self._disk, partial, hasher, size)
         todo = [span for span in partial.spans if not span.complete]
         if todo:
             job.source = (Source(remote.location, may_expire=True) if remote.location
