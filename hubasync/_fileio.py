@@ -30,7 +30,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 READ_BLOCK: Final = 4 * 1024 * 1024
-HASH_WINDOW: Final = 32 * 1024 * 1024
+HASH_WINDOW: Final = 16 * 1024 * 1024  # mapped at once while hashing (counts in RSS)
 Chunk = bytes | bytearray | memoryview
 IOV_MAX: Final = 512
 _symlink_support: dict[str, bool] = {}
