@@ -95,7 +95,7 @@ def unique_suffix() -> str:
 
 
 GEN_RE: Final = re.compile(r"^[0-9a-f]{8}$")
-_PARKED_SUFFIX: Final = ".hubasync.part"
+PARKED_SUFFIX: Final = ".hubasync.part"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +125,14 @@ class ResumeFiles:
         return f"{self.active_stem}.{_check_gen(gen)}.incomplete"
 
     def parked(self, gen: str) -> str:
-        return f"{self.stem}.{_check_gen(gen)}{_PARKED_SUFFIX}"
+        return f"{self.stem}.{_check_gen(gen)}{PARKED_SUFFIX}"
 
     def parked_gen(self, name: str) -> str | None:
         """The generation of a parked data file named `name` (a folder entry), if one."""
         prefix = os.path.basename(self.stem) + "."
-        if not (name.startswith(prefix) and name.endswith(_PARKED_SUFFIX)):
+        if not (name.startswith(prefix) and name.endswith(PARKED_SUFFIX)):
             return None
-        gen = name[len(prefix):-len(_PARKED_SUFFIX)]
+        gen = name[len(prefix):-len(PARKED_SUFFIX)]
         return gen if GEN_RE.fullmatch(gen) else None
 
 

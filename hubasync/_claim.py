@@ -12,8 +12,8 @@ when the owner is provably gone:
   process started at another time (pid reuse), or is a zombie; or it is this very process and
   the claim is not one of the claims this process holds;
 - same machine, another boot: the machine restarted since;
-- another machine (shared filesystem): no heartbeat (the state file is rewritten about every MiB)
-  for `FOREIGN_TTL` seconds.
+- another machine (shared filesystem): no heartbeat (the state file is rewritten every 50 ms
+  while bytes arrive) for `FOREIGN_TTL` seconds.
 A stale owner file is taken over by renaming it away (one process wins the rename), checking that
 the file renamed is the one judged stale (else it is put back), then creating a new one. An owner
 checks that its claim still holds before each state write and before the commit, and gives up

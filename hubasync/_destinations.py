@@ -31,9 +31,11 @@ from hubasync._fileio import (
     symlinks_supported,
     write_atomic,
 )
+from hubasync._partial import collect_stale
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from collections.abc import Set as AbstractSet
 
     from hubasync._cache_layout import ResumeFiles
     from hubasync._models import RemoteFile
@@ -77,6 +79,11 @@ class CacheDestination:
 
     def temp_path(self, remote: RemoteFile) -> str:
         return self.cache.blob_temp(remote.etag)
+
+    def collect_stale(self, keep: AbstractSet[str]) -> None:
+        """Drop this repo's partial downloads untouched for a week, but those of the blobs in
+        `keep` (see `collect_stale`)."""
+        collect_stale(self.cache.scratch, self.cache.resume_files, keep=keep)
 
     def resume_files(self, remote: RemoteFile) -> ResumeFiles:
         return self.cache.resume_files(remote.etag)
@@ -146,6 +153,10 @@ class LocalDirDestination:
 
     def temp_path(self, remote: RemoteFile) -> str:
         return self.layout.temp(remote.path, remote.etag)
+
+    def collect_stale(self, keep: AbstractSet[str]) -> None:
+        """Nothing: a local_dir's partial downloads are named by file path, not by blob, and
+        are cleaned when that file is downloaded again."""
 
     def resume_files(self, remote: RemoteFile) -> ResumeFiles:
         return self.layout.resume_files(remote.path, remote.etag)

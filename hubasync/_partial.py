@@ -46,12 +46,14 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import msgspec
 
-from hubasync._cache_layout import GEN_RE, ResumeFiles, unique_suffix
+from hubasync._cache_layout import GEN_RE, PARKED_SUFFIX, ResumeFiles, unique_suffix
 from hubasync._claim import Owner, boot_id, claim, holds, release
+from hubasync._exceptions import HubError
 from hubasync._fileio import TempFile, remove_quietly, write_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+    from collections.abc import Set as AbstractSet
     from hashlib import _Hash
 
     from hubasync._fileio import Chunk
@@ -63,6 +65,8 @@ RECORD_INTERVAL: Final = 0.05  # seconds between two state writes while bytes ar
 STATE_VERSION: Final = 1
 MAX_SPANS: Final = 1 << 16
 LEFTOVER_AGE: Final = 600.0  # a state temp older than this was left by a killed writer
+STALE_AFTER: Final = 7 * 24 * 3600.0  # a partial download not touched for a week is dropped
+_STATE_SUFFIX: Final = ".hubasync.state"
 
 
 class ClaimLost(Exception):
@@ -423,6 +427,42 @@ def bytes_present(files: ResumeFiles, etag: str, size: int) -> int:
     return min(size, sum(max(0, n) for n in state.written))
 
 
+def collect_stale(folder: str, files_for: Callable[[str], ResumeFiles], *,
+                  keep: AbstractSet[str] = frozenset(), age: float = STALE_AFTER,
+                  now: Callable[[], float] = time.time) -> int:
+    """Remove the partial downloads in `folder` that nobody has touched for `age` seconds and no
+    live process owns: their state, their data file (parked or active) and their owner file.
+    `files_for(etag)` names the files of one blob; the etags in `keep` (about to be resumed) are
+    left alone. Returns how many went; blocking, best effort. (A download interrupted and never
+    retried would otherwise keep its bytes forever.)"""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    states = {n[: -len(_STATE_SUFFIX)] for n in names if n.endswith(_STATE_SUFFIX)}
+    removed = 0
+    for etag in sorted(states.difference(keep)):
+        try:
+            files = files_for(etag)
+            if now() - os.stat(files.state).st_mtime < age:
+                continue
+            owner = claim(files.owner, files.state)
+        except (OSError, HubError):  # not an etag of ours, or gone meanwhile
+            continue
+        if owner is None:  # a live process is on it
+            continue
+        try:
+            _clear(files, keep=None)
+            removed += 1
+        finally:
+            release(files.owner, owner)
+    for name in names:  # parked data files whose state was lost
+        stem = name.partition(".")[0]
+        if stem not in states and stem not in keep and name.endswith(PARKED_SUFFIX):
+            removed += _remove_if_older(os.path.join(folder, name), age, now)
+    return removed
+
+
 def _load(path: str) -> ResumeState | None:
     try:
         with open(path, "rb") as f:
@@ -452,7 +492,9 @@ def _clear(files: ResumeFiles, *, keep: str | None) -> None:
             _remove_if_older(os.path.join(folder, name), LEFTOVER_AGE)
 
 
-def _remove_if_older(path: str, seconds: float) -> None:
+def _remove_if_older(path: str, seconds: float, now: Callable[[], float] = time.time) -> bool:
     with contextlib.suppress(OSError):
-        if time.time() - os.stat(path).st_mtime > seconds:
+        if now() - os.stat(path).st_mtime > seconds:
             os.unlink(path)
+            return True
+    return False

@@ -126,9 +126,11 @@ class Scheduler:
     async def run(self, info: RunInfo, destination: Destination, remotes: Sequence[RemoteFile],
                   *, force: bool = False, max_workers: int | None = None) -> RunResult:
         started = time.monotonic()
-        checks = await self._disk.run(
-            lambda: [destination.check(r, force=force) for r in remotes]
-        )
+        def prepare() -> list[Check]:
+            destination.collect_stale({r.etag for r in remotes})
+            return [destination.check(r, force=force) for r in remotes]
+
+        checks = await self._disk.run(prepare)
         work = plan(remotes, checks)
         cached = (*work.done, *work.materialize)
         self._bus.publish(PlanReady(

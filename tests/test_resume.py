@@ -710,3 +710,65 @@ async def test_disk_space_is_checked_for_what_is_still_missing(
     free["bytes"] += 1  # just enough
     await fetch(ahub, tmp_path / "cache")
     assert_blob(tmp_path / "cache", fake)
+
+
+def _age_everything(root: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.utime(path, (past, past))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("days", [8, 1])
+async def test_partial_downloads_untouched_for_a_week_are_collected(
+    ahub: FakeHub, tmp_path: Path, days: int
+) -> None:
+    """A download interrupted and never retried does not keep its bytes forever: the next run
+    in that repo drops them once they are a week old (not before, and never the ones it is
+    about to resume)."""
+    fake = file_of(ahub)
+    await cancelled_fetch(ahub, tmp_path)
+    locks = tmp_path / "cache" / ".locks"
+    kept = sorted(p.name for p in locks.rglob("*") if ".hubasync." in p.name)
+    assert any(name.endswith(".hubasync.part") for name in kept)
+    assert any(name.endswith(".hubasync.state") for name in kept)
+    _age_everything(tmp_path, days * 86400)
+
+    await fetch(ahub, tmp_path / "cache", name="stream.bin")  # another file of the repo
+    left = sorted(p.name for p in locks.rglob("*") if ".hubasync." in p.name)
+    if days >= 7:
+        assert [n for n in left if n.startswith(fake.etag)] == []
+        assert leftovers(tmp_path) == []
+    else:
+        assert [n for n in left if n.startswith(fake.etag)] == kept
+
+
+@pytest.mark.anyio
+async def test_an_old_partial_download_of_a_wanted_file_is_resumed_not_collected(
+    ahub: FakeHub, tmp_path: Path
+) -> None:
+    fake = file_of(ahub)
+    written = await cancelled_fetch(ahub, tmp_path)
+    _age_everything(tmp_path, 30 * 86400)
+    await fetch(ahub, tmp_path / "cache")
+    assert sorted(body_gets(ahub, fake)) == [
+        (s + w, e) for (s, e), w in zip(full_ranges(), written, strict=True)]
+    assert_blob(tmp_path / "cache", fake)
+
+
+def test_collect_stale_drops_orphan_parked_files_by_age(tmp_path: Path) -> None:
+    from hubasync._cache_layout import ResumeFiles
+    from hubasync._partial import collect_stale
+
+    old, young, wanted = "a" * 64, "b" * 64, "c" * 64
+    for etag in (old, young, wanted):  # parked data files whose state did not survive
+        (tmp_path / f"{etag}.0123abcd.hubasync.part").write_bytes(b"x" * 10)
+    os.utime(tmp_path / f"{old}.0123abcd.hubasync.part", (0, 0))
+    os.utime(tmp_path / f"{wanted}.0123abcd.hubasync.part", (0, 0))
+
+    def files_for(etag: str) -> ResumeFiles:
+        return ResumeFiles(str(tmp_path / etag), str(tmp_path / "blobs" / etag))
+
+    assert collect_stale(str(tmp_path), files_for, keep={wanted}) == 1
+    assert sorted(p.name[:1] for p in tmp_path.iterdir()) == ["b", "c"]
