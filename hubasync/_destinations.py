@@ -3,8 +3,9 @@
 Each destination names its temp files (a process-unique one, and the resumable files of an
 interrupted download) and answers three questions, all as blocking functions that run off the loop:
 ``check`` (read-only: is it there already, can it be materialised without a download, or must it be
-fetched?), ``materialize`` and ``commit`` (the writes). Only the cache writer calls the writes, so
-every final path is created by one coroutine, one atomic step at a time.
+fetched?), ``materialize`` and ``commit_steps`` (the writes). Only the cache writer calls the
+writes, so every final path is created by one coroutine, one atomic step at a time. Stale partial
+downloads are collected by ``collect_stale``.
 """
 
 from __future__ import annotations
@@ -109,17 +110,11 @@ class CacheDestination:
         else:
             copy_atomic(blob, pointer, scratch=self.cache.scratch)
 
-    def commit(self, remote: RemoteFile, temp: str) -> str:
-        """Blob first, then the pointer to it: a crash in between leaves an unreferenced blob,
-        never a dangling link."""
-        place, link = self.commit_steps(remote, temp)
-        place()
-        return link()
-
     def commit_steps(self, remote: RemoteFile,
                      temp: str) -> tuple[Callable[[], None], Callable[[], str]]:
-        """`commit` as two steps for the cache writer's batches: the blob, then the link
-        (blocking steps; building them does no I/O)."""
+        """The commit of a verified temp file, as two blocking steps for the cache writer
+        (building them does no I/O): the blob, then the pointer to it. A crash in between
+        leaves an unreferenced blob, never a dangling link."""
         pointer = self.cache.pointer(self.commit_hash, remote.path)
         blob = self.cache.blob(remote.etag)
 
@@ -210,14 +205,10 @@ class LocalDirDestination:
         data = format_local_metadata(self.commit_hash, remote.etag, time.time())
         write_atomic(self.layout.metadata(remote.path), data.encode(), durable=False)
 
-    def commit(self, remote: RemoteFile, temp: str) -> str:
-        place, link = self.commit_steps(remote, temp)
-        place()
-        return link()
-
     def commit_steps(self, remote: RemoteFile,
                      temp: str) -> tuple[Callable[[], None], Callable[[], str]]:
-        """`commit` as two steps for the cache writer's batches: the file, then its metadata."""
+        """The commit of a verified temp file, as two blocking steps for the cache writer: the
+        file, then its metadata."""
         path = self.layout.file(remote.path)
 
         def record() -> str:
