@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 
 from hubasync._exceptions import IntegrityError, ReadError
-from hubasync._transport import origin
+from hubasync._urls import origin
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

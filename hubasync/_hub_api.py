@@ -41,10 +41,12 @@ from hubasync._models import (
     decode_tree_page,
 )
 from hubasync._retry import RetryConfig, RetryPolicy, server_wait
-from hubasync._transport import AiohttpTransport, Response, redact_url
+from hubasync._urls import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from hubasync._transport import AiohttpTransport, Response
 
 log = logging.getLogger("hubasync")
 T = TypeVar("T")

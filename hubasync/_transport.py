@@ -16,18 +16,25 @@ CDN redirects are read).
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 import time
-from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Final, Protocol
 
 import aiohttp
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from hubasync._exceptions import ConnectError, OfflineModeIsEnabled, ReadError, ReadTimeout
+from hubasync._exceptions import (
+    ConnectError,
+    OfflineModeIsEnabled,
+    ReadError,
+    ReadTimeout,
+)
+from hubasync._rawhttp import RawPool, Unframed
 from hubasync._retry import server_wait
+from hubasync._urls import Origin, host_key, origin, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -35,25 +42,10 @@ if TYPE_CHECKING:
     from hubasync._ratelimit import HostGate
     from hubasync._types import Secret
 
+log = logging.getLogger("hubasync")
+
 __version__: Final = "0.1.0"
 DEFAULT_RATE_LIMIT_WAIT: Final = 1.0
-
-
-def origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def host_key(url: str) -> str:
-    _, host, port = origin(url)
-    return f"{host}:{port}"
-
-
-def redact_url(url: str) -> str:
-    """Drop the query (signed URLs carry credentials) for messages and logs."""
-    parts = urlsplit(url)
-    return parts._replace(query="", fragment="").geturl() + ("?…" if parts.query else "")
 
 
 class Response(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,8 +61,23 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
         return self.status in (301, 302, 303, 307, 308) and "Location" in self.headers
 
 
-class StreamResponse:
-    """A GET whose body is read incrementally."""
+class StreamResponse(Protocol):
+    """A GET whose body is read incrementally (`chunks`) or whole (`read_all`)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    url: str
+
+    @property
+    def encoded(self) -> bool: ...
+
+    async def read_all(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
+
+
+class AiohttpStream:
+    """A GET answered through aiohttp."""
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
         self._resp = resp
@@ -79,7 +86,7 @@ class StreamResponse:
         self.url = url
 
     def __repr__(self) -> str:
-        return f"<StreamResponse [{self.status}] {redact_url(self.url)}>"
+        return f"<AiohttpStream [{self.status}] {redact_url(self.url)}>"
 
     @property
     def encoded(self) -> bool:
@@ -121,7 +128,9 @@ def map_exceptions(url: str) -> Iterator[None]:
 
 
 class AiohttpTransport:
-    """Two aiohttp sessions (Hub API and everything else) with connector limits."""
+    """Two aiohttp sessions (Hub API and everything else) with connector limits, and the lean
+    body client (`_rawhttp`) for downloads: file bodies go through it, unless an origin has
+    answered in a form it does not read (chunked, compressed), which then gets aiohttp."""
 
     def __init__(
         self,
@@ -135,8 +144,11 @@ class AiohttpTransport:
         on_rate_limited: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.time,
         max_wait: float = 300.0,
+        raw_bodies: bool = True,
     ) -> None:
         self._max_wait = max_wait
+        self._raw = RawPool(max_idle=max_connections) if raw_bodies else None
+        self._full_client: set[Origin] = set()  # origins that need aiohttp
         self._endpoint_origin = origin(endpoint)
         self._token = token
         self._max_connections = max_connections
@@ -154,6 +166,8 @@ class AiohttpTransport:
         return f"<AiohttpTransport [{state} | requests: {self.request_count}]>"
 
     async def aclose(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
         sessions, self._sessions = self._sessions, {}
         for session in sessions.values():
             await session.close()
@@ -227,6 +241,25 @@ class AiohttpTransport:
         read_timeout: float,
     ) -> AsyncIterator[StreamResponse]:
         """GET `url` (no redirect following); the body is read through `.chunks()`."""
+        key = origin(url)
+        if self._raw is not None and key not in self._full_client:
+            await self._before(url)
+            try:
+                async with self._raw.stream(url, key, self._headers(url, headers),
+                                            read_timeout=read_timeout) as raw:
+                    self._after(url, raw.status, raw.headers)
+                    yield raw
+                return
+            except Unframed as exc:  # only ever raised before the body
+                log.debug("%s: %s; using aiohttp for this host", host_key(url), exc)
+                self._full_client.add(key)
+        async with self._aiohttp_stream(url, headers, read_timeout) as resp:
+            yield resp
+
+    @contextlib.asynccontextmanager
+    async def _aiohttp_stream(
+        self, url: str, headers: Mapping[str, str] | None, read_timeout: float,
+    ) -> AsyncIterator[AiohttpStream]:
         await self._before(url)
         client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=read_timeout,
                                                sock_read=read_timeout)
@@ -237,7 +270,7 @@ class AiohttpTransport:
             )
         try:
             self._after(url, resp.status, resp.headers)
-            yield StreamResponse(resp, url)
+            yield AiohttpStream(resp, url)
         finally:
             if resp.content.at_eof():
                 resp.release()

@@ -40,7 +40,8 @@ from hubasync._partial import (
 )
 from hubasync._retry import RetryPolicy
 from hubasync._shortcuts import Shortcuts
-from hubasync._transport import Response, redact_url
+from hubasync._transport import Response
+from hubasync._urls import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -428,7 +429,7 @@ class Fetcher:
         raise_for_status(Response(status=resp.status, headers=resp.headers, url=resp.url,
                                   body=body))
 
-    async def _copy_body(self, job: _Job, chunks: AsyncIterator[bytes], span: Span,
+    async def _copy_body(self, job: _Job, chunks: AsyncIterator[Chunk], span: Span,
                          skip: int | None) -> None:
         """Write the body at the range's position; a body longer than the range is an
         IntegrityError. A whole-file body (`skip` is not None) is read from byte `skip` and cut
