@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from hubasync._models import RemoteFile
-    from hubasync._partial import Span
+    from hubasync._spans import Span
     from hubasync._transport import StreamResponse
 
 _SMALL_BODY: Final = 64 * 1024

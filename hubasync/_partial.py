@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import threading
 import time
@@ -50,11 +49,11 @@ from hubasync._cache_layout import GEN_RE, PARKED_SUFFIX, ResumeFiles, unique_su
 from hubasync._claim import Owner, boot_id, claim, holds, release
 from hubasync._exceptions import HubError
 from hubasync._fileio import TempFile, remove_quietly, write_atomic
+from hubasync._spans import STATE_VERSION, ResumeState, Span, layout, resume_point
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from collections.abc import Set as AbstractSet
-    from hashlib import _Hash
 
     from hubasync._fileio import Chunk
 
@@ -62,8 +61,6 @@ log = logging.getLogger("hubasync")
 
 FLUSH_SIZE: Final = 1024 * 1024
 RECORD_INTERVAL: Final = 0.05  # seconds between two state writes while bytes arrive
-STATE_VERSION: Final = 1
-MAX_SPANS: Final = 1 << 16
 LEFTOVER_AGE: Final = 600.0  # a state temp older than this was left by a killed writer
 STALE_AFTER: Final = 7 * 24 * 3600.0  # a partial download not touched for a week is dropped
 _STATE_SUFFIX: Final = ".hubasync.state"
@@ -81,76 +78,7 @@ class Where(NamedTuple):
     resume: ResumeFiles
 
 
-class Span:
-    """One byte range [start, end) with `done` bytes written from `start` (`end` None: until
-    the body ends). `hasher` (single streams only) has seen bytes [0, next_byte), in order."""
-
-    __slots__ = ("done", "end", "hasher", "start")
-
-    def __init__(self, start: int, end: int | None, done: int = 0) -> None:
-        self.start = start
-        self.end = end
-        self.done = done
-        self.hasher: _Hash | None = None
-
-    def __repr__(self) -> str:
-        return f"<Span {self.start}+{self.done} of [{self.start}, {self.end})>"
-
-    @property
-    def next_byte(self) -> int:
-        return self.start + self.done
-
-    @property
-    def complete(self) -> bool:
-        return self.end is not None and self.next_byte >= self.end
-
-    @property
-    def room(self) -> int | None:
-        """Bytes still wanted (None: until the body ends)."""
-        return None if self.end is None else self.end - self.next_byte
-
-
-class ResumeState(msgspec.Struct, frozen=True, kw_only=True):
-    version: int
-    etag: str
-    size: int
-    ranged: bool
-    chunk: int
-    gen: str
-    boot: str
-    written: list[int]
-    durable: list[int]
-
-
 _STATE: Final = msgspec.json.Decoder(ResumeState)
-
-
-def layout(size: int | None, *, ranged: bool, chunk: int) -> list[tuple[int, int | None]]:
-    """The ranges of a file: fixed `chunk`s when ranged, else one stream."""
-    if not ranged or size is None:
-        return [(0, size)]
-    return [(start, min(start + chunk, size)) for start in range(0, size, chunk)]
-
-
-def resume_point(state: ResumeState, *, etag: str, size: int, boot: str,
-                 length: int) -> list[int] | None:
-    """Pure: the bytes of each range that can be trusted (None: the state is not usable)."""
-    if (state.version, state.etag, state.size) != (STATE_VERSION, etag, size):
-        return None
-    if state.chunk < 1 or not GEN_RE.fullmatch(state.gen):
-        return None
-    count = math.ceil(size / state.chunk) if state.ranged else 1
-    if count > MAX_SPANS or not len(state.written) == len(state.durable) == count:
-        return None
-    spans = layout(size, ranged=state.ranged, chunk=state.chunk)
-    trusted = state.written if state.boot == boot else state.durable
-    points = []
-    for (start, end), written, durable, n in zip(spans, state.written, state.durable, trusted,
-                                                 strict=True):
-        if not 0 <= durable <= written <= (end or 0) - start:
-            return None
-        points.append(min(n, max(0, length - start)))
-    return points
 
 
 class _Resume:

@@ -383,10 +383,10 @@ class RawResponse:
 class RawPool:
     """Keep-alive connections per origin for `stream`; `aclose` closes them all."""
 
-    def __init__(self, *, max_idle: int) -> None:
+    def __init__(self, *, max_idle: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._max_idle = max_idle
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's trust store, loaded on first use
         self.opened = 0  # connections made, for tests and statistics
 
     def __repr__(self) -> str:

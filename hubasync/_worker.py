@@ -34,7 +34,6 @@ from hubasync._partial import (
     ClaimLost,
     InMemory,
     Partial,
-    Span,
     Where,
     open_partial,
 )
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from hubasync._models import RemoteFile
     from hubasync._ratelimit import TokenBucket
     from hubasync._retry import RetryConfig
+    from hubasync._spans import Span
     from hubasync._transport import AiohttpTransport, StreamResponse
 
 log = logging.getLogger("hubasync")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 
 from hubasync import HubClient, HubConfig
 from hubasync._exceptions import ConnectError, ReadError, ReadTimeout
@@ -345,3 +347,33 @@ async def test_a_private_snapshot_goes_through_the_lean_client(tmp_path: Path) -
                 and "/resolve" in r.path]
     assert hub_gets
     assert all(r.headers.get("authorization") == f"Bearer {DEFAULT_TOKEN}" for r in hub_gets)
+
+
+async def test_tls_with_certificate_checks(tmp_path: Path) -> None:
+    """Over TLS the body is received the same way (the loop's SSL transport feeds the buffered
+    protocol), and a certificate that the client does not trust is a ConnectError."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    body = random.Random(5).randbytes(3 * BODY_BUFFER + 99)
+    script = Script([ok(body), ok(b"again")])
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/blob?sig=x"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    pool = RawPool(max_idle=2, ssl_context=trusting)
+    stranger = RawPool(max_idle=2, ssl_context=ssl.create_default_context())
+    try:
+        status, chunks = await fetch(pool, url)
+        assert (status, b"".join(chunks)) == (200, body)
+        assert await fetch(pool, url) == (200, [b"again"])
+        assert pool.opened == 1
+        with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await fetch(stranger, url)
+    finally:
+        await pool.aclose()
+        await stranger.aclose()
+        for writer in script.writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

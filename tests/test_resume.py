@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -39,8 +40,8 @@ from hubasync._claim import (
     process_start,
     release,
 )
-from hubasync._partial import ResumeState, resume_point
 from hubasync._scheduler import DISK_MARGIN
+from hubasync._spans import STATE_VERSION, ResumeState, resume_point
 from hubasync.testing import FakeFile, FakeHub, FakeRepo, Fault
 
 if TYPE_CHECKING:
@@ -575,7 +576,7 @@ def test_two_processes_without_a_lock_never_share_a_partial_download(hub: FakeHu
 
 def _state(**changes: Any) -> ResumeState:
     values: dict[str, Any] = {
-        "version": 1, "etag": "e" * 64, "size": 10 * MiB, "ranged": True, "chunk": 4 * MiB,
+        "version": STATE_VERSION, "etag": "e" * 64, "size": 10 * MiB, "ranged": True, "chunk": 4 * MiB,
         "gen": "0123abcd", "boot": "boot-1", "written": [4 * MiB, 3 * MiB, MiB],
         "durable": [4 * MiB, MiB, 0],
     }
@@ -592,7 +593,7 @@ def test_resume_point() -> None:
     assert _point(_state(), boot="boot-2") == [4 * MiB, MiB, 0]  # after a reboot: fsynced only
     assert _point(_state(), length=5 * MiB) == [4 * MiB, MiB, 0]  # not beyond the file's end
     assert _point(_state(ranged=False, chunk=10 * MiB, written=[7], durable=[0])) == [7]
-    for bad in (_state(etag="f" * 64), _state(size=11 * MiB), _state(version=2),
+    for bad in (_state(etag="f" * 64), _state(size=11 * MiB), _state(version=STATE_VERSION + 1),
                 _state(written=[4 * MiB, 3 * MiB]), _state(written=[5 * MiB, 0, 0]),
                 _state(durable=[4 * MiB, 3 * MiB + 1, 0]), _state(written=[-1, 0, 0]),
                 _state(gen="../../x"), _state(chunk=0), _state(chunk=1)):
@@ -772,3 +773,30 @@ def test_collect_stale_drops_orphan_parked_files_by_age(tmp_path: Path) -> None:
 
     assert collect_stale(str(tmp_path), files_for, keep={wanted}) == 1
     assert sorted(p.name[:1] for p in tmp_path.iterdir()) == ["b", "c"]
+
+
+def test_layout_tapers_the_tail_of_large_files() -> None:
+    from hubasync._spans import TAPER_CHUNKS, TAPER_SPLIT, layout
+
+    chunk = 16
+    small = layout(chunk * (2 * TAPER_CHUNKS - 1), ranged=True, chunk=chunk)  # too few chunks
+    assert {end - start for start, end in small[:-1] if end is not None} == {chunk}
+    size = chunk * 2 * TAPER_CHUNKS + 3
+    spans = layout(size, ranged=True, chunk=chunk)
+    assert spans[0][0] == 0
+    assert spans[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gap, no overlap
+    cut = (2 * TAPER_CHUNKS + 1 - TAPER_CHUNKS) * chunk
+    bulk = [(end or 0) - start for start, end in spans if start < cut]
+    tail = [(end or 0) - start for start, end in spans if start >= cut]
+    assert bulk == [chunk] * (TAPER_CHUNKS + 1)
+    assert tail == [chunk // TAPER_SPLIT] * ((TAPER_CHUNKS - 1) * TAPER_SPLIT) + [3]
+    assert layout(10, ranged=False, chunk=4) == [(0, 10)]
+    # a state written with the tapered layout is trusted again, one with another count is not
+    state = ResumeState(version=STATE_VERSION, etag="e" * 64, size=size, ranged=True,
+                        chunk=chunk, gen="0123abcd", boot="b", written=[0] * len(spans),
+                        durable=[0] * len(spans))
+    assert resume_point(state, etag="e" * 64, size=size, boot="b", length=0) == [0] * len(spans)
+    shorter = msgspec.structs.replace(state, written=[0] * (len(spans) - 1),
+                                      durable=[0] * (len(spans) - 1))
+    assert resume_point(shorter, etag="e" * 64, size=size, boot="b", length=0) is None
