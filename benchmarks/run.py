@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from harness.results import Group
 
 DEFAULT_REPEATS: Final = 2
+DEFAULT_SETTLE: Final = 3.0
 CHILD_TIMEOUT: Final = 300.0
 
 
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hubasync-src", type=Path, default=REPO_ROOT,
                         help="the folder holding the hubasync package to run (default: this "
                              "checkout; e.g. a `git archive HEAD` export for a pinned run)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help=f"seconds of rest before each cold run (default {DEFAULT_SETTLE:g}, "
+                             "0 with --quick): freed memory settles, so every participant "
+                             "starts from the same state (see harness.scenarios)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a HubConfig override for hubasync, e.g. chunk_size=8388608")
     return parser
@@ -106,6 +111,7 @@ def render(groups: Sequence[Group], info: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     repeats = args.repeat or (1 if args.quick else DEFAULT_REPEATS)
+    settle = args.settle if args.settle is not None else (0.0 if args.quick else DEFAULT_SETTLE)
     load_at_start = os.getloadavg()[0]
     all_datasets = datasets(args.quick)
     wanted = {n: all_datasets[n] for n in datasets_for(args.scenarios)}
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(server=server, env=env, data_dir=args.data_dir, scratch=scratch,
                           datasets=all_datasets, manifests=manifests,
                           participants=tuple(args.participants), repeats=repeats,
-                          timeout=args.timeout, settings=tuple(args.set))
+                          timeout=args.timeout, settings=tuple(args.set), settle=settle)
             groups = run_scenarios(bench, args.scenarios)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -128,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["load_average"] = {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}
     print("\n" + render(groups, info), flush=True)
     options = {"scenarios": args.scenarios, "participants": args.participants,
-               "quick": args.quick, "repeats": repeats, "hubasync_settings": args.set,
+               "quick": args.quick, "repeats": repeats, "settle_seconds": settle,
+               "hubasync_settings": args.set,
                "hubasync_src": str(args.hubasync_src),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,11 @@
 """The scenarios: cold downloads (one big file, shards, small files), warm re-runs, a resume.
 
 Every cold run starts from an empty destination (the previous one removed, then `sync` so no
-write-back of an earlier run lands in this one). Repeats go round-robin over the participants,
+write-back of an earlier run lands in this one), after a pause (`Bench.settle`) that lets the
+memory freed by that removal settle: in a VM with free page reporting (a virtio balloon), pages
+freed for more than about two seconds are handed back to the host and cost a host fault on their
+next use, so without the pause a participant that starts and finishes quickly reuses host-backed
+pages that a slower one does not get. Repeats go round-robin over the participants,
 so a slow drift of the machine hits everyone alike. Every run that exits 0 has each of its files
 hashed (sha256) against the source: a run with a wrong byte is not `ok` and never counts.
 """
@@ -48,6 +52,7 @@ class Bench:
     repeats: int
     timeout: float
     settings: tuple[str, ...] = ()
+    settle: float = 0.0  # seconds between emptying the destination and starting a run
 
     def job(self, participant: str, dataset: str) -> Job:
         ds = self.datasets[dataset]
@@ -67,14 +72,15 @@ class Bench:
         return chosen
 
 
-def fresh(dest: Path) -> None:
+def fresh(dest: Path, settle: float = 0.0) -> None:
     """An empty destination and no other participant's output left (their dirty pages would
-    be written back during this run), then `sync`."""
+    be written back during this run), then `sync`, then `settle` seconds of rest."""
     for sibling in dest.parent.glob("*"):
         if sibling.is_dir() and sibling.name in PARTICIPANTS:
             shutil.rmtree(sibling, ignore_errors=True)
     dest.mkdir(parents=True)
     os.sync()
+    time.sleep(settle)
 
 
 def measure(bench: Bench, job: Job, repeat: int) -> Run:
@@ -125,7 +131,7 @@ def cold(bench: Bench, name: str, dataset: str, title: str,
     for repeat in range(bench.repeats):
         for participant in bench.eligible(group, skip or {}):
             job = bench.job(participant, dataset)
-            fresh(job.dest)
+            fresh(job.dest, bench.settle)
             _record(group, measure(bench, job, repeat))
     return [group]
 
@@ -172,7 +178,7 @@ def resume(bench: Bench) -> list[Group]:
 
 
 def resume_once(bench: Bench, job: Job, total: int, repeat: int) -> Run:
-    fresh(job.dest)
+    fresh(job.dest, bench.settle)
     bench.server.clear()
     first = run_child(command(job), bench.env, timeout=bench.timeout,
                       kill_when=_half_on_disk(job.dest, total))
