@@ -58,6 +58,7 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
     chunk_size: int = DEFAULT_CHUNK_SIZE
     disk_threads: int = DEFAULT_DISK_THREADS
     verify_hashes: bool = True
+    direct_io: bool = True  # ranges of large files bypass the page cache where the disk allows
     max_bandwidth: int | None = None
     user_agent: str | None = None
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)

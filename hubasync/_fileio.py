@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 
 from hubasync._cache_layout import unique_suffix
+from hubasync._direct import aligned, feed_direct, open_direct, read_buffers
 from hubasync._exceptions import CacheError, InsufficientDiskSpaceError
 
 if TYPE_CHECKING:
@@ -404,16 +405,24 @@ def _pread_into(fd: int, hasher: _Hash, start: int, end: int, path: str) -> None
 class TempFile:
     """A temp file written at positions, optionally hashed in order, closed exactly once.
 
-    New (truncated), or with `reopen` an existing one whose content is kept (a resume).
+    New (truncated), or with `reopen` an existing one whose content is kept (a resume). With
+    `direct`, aligned writes and the reads for `feed` bypass the page cache (`_direct`).
     """
 
-    def __init__(self, path: str, *, reopen: bool = False) -> None:
+    def __init__(self, path: str, *, reopen: bool = False, direct: bool = False) -> None:
         self.path = path
         if reopen:
             self._fd: int | None = os.open(path, os.O_RDWR)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._direct = open_direct(path) if direct else None
+        self._direct_writes = self._direct is not None
+        self._read_buffers: tuple[mmap.mmap, mmap.mmap] | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self._direct is not None
 
     def __repr__(self) -> str:
         return f"<TempFile {self.path}>"
@@ -422,6 +431,14 @@ class TempFile:
         """Write `buffers` one after another from `offset` (one `pwritev` when it can), feed them
         to `hasher` in order, and return how many bytes that was."""
         assert self._fd is not None, "write after close"
+        if self._direct_writes and hasher is None and aligned(buffers, offset):
+            assert self._direct is not None
+            try:
+                return _pwrite_all(self._direct, buffers, offset)
+            except OSError as exc:  # refused after all: the page cache it is, from now on
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct_writes = False
         total = _pwrite_all(self._fd, buffers, offset)
         if hasher is not None:
             for b in buffers:
@@ -435,7 +452,12 @@ class TempFile:
     def feed(self, hasher: _Hash, end: int, start: int = 0) -> None:
         """Feed bytes [start, end) of the file to `hasher` (see `feed_file`)."""
         assert self._fd is not None
-        feed_file(self._fd, hasher, start, end, self.path)
+        if self._direct is None:
+            feed_file(self._fd, hasher, start, end, self.path)
+            return
+        if self._read_buffers is None:
+            self._read_buffers = read_buffers()
+        feed_direct(self._direct, hasher, start, end, self.path, self._read_buffers)
 
     def sync(self) -> None:
         assert self._fd is not None
@@ -458,6 +480,13 @@ class TempFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if self._direct is not None:
+            fd, self._direct = self._direct, None
+            os.close(fd)
+        if self._read_buffers is not None:
+            buffers, self._read_buffers = self._read_buffers, None
+            for buffer in buffers:
+                buffer.close()
 
     def discard(self) -> None:
         self.close()

@@ -274,11 +274,13 @@ class InMemory:
 
 
 def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chunk: int,
-                 fresh: bool = False, shared: bool = True) -> Partial:
+                 fresh: bool = False, shared: bool = True, direct: bool = False) -> Partial:
     """A resumable partial download when possible (continued unless `fresh`), else a unique
-    temp file. Blocking: run it off the loop."""
+    temp file; a ranged one with direct I/O if `direct` (`_direct`). Blocking: run it off the
+    loop."""
+    direct = direct and ranged
     if not shared or size is None or size <= FLUSH_SIZE:
-        return _unique(where.unique, size, ranged=ranged, chunk=chunk)
+        return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     files = where.resume
     try:
         owner = claim(files.owner, files.state)
@@ -287,32 +289,34 @@ def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chu
         owner = None
     if owner is None:
         log.info("%s is being downloaded by another process: not resuming it", files.stem)
-        return _unique(where.unique, size, ranged=ranged, chunk=chunk)
+        return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     try:
-        found = None if fresh else _continue(files, owner, etag, size)
-        return found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk)
+        found = None if fresh else _continue(files, owner, etag, size, direct=direct)
+        return found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk,
+                               direct=direct)
     except OSError as exc:
         release(files.owner, owner)
         log.debug("cannot keep resumable files for %s (%s)", files.stem, exc)
-        return _unique(where.unique, size, ranged=ranged, chunk=chunk)
+        return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     except BaseException:
         release(files.owner, owner)
         raise
 
 
-def _unique(path: str, size: int | None, *, ranged: bool, chunk: int) -> Partial:
+def _unique(path: str, size: int | None, *, ranged: bool, chunk: int, direct: bool) -> Partial:
     spans = [Span(start, end) for start, end in layout(size, ranged=ranged, chunk=chunk)]
-    return Partial(TempFile(path), spans, ranged=ranged)
+    return Partial(TempFile(path, direct=direct), spans, ranged=ranged)
 
 
-def _continue(files: ResumeFiles, owner: Owner, etag: str, size: int) -> Partial | None:
+def _continue(files: ResumeFiles, owner: Owner, etag: str, size: int, *,
+              direct: bool) -> Partial | None:
     state = _load(files.state)
     if state is None or not GEN_RE.fullmatch(state.gen):
         return None
     with contextlib.suppress(FileNotFoundError):  # kept by a failed or cancelled attempt
         os.replace(files.parked(state.gen), files.active(state.gen))
     try:
-        temp = TempFile(files.active(state.gen), reopen=True)
+        temp = TempFile(files.active(state.gen), reopen=True, direct=direct and state.ranged)
     except OSError:
         return None
     points = resume_point(state, etag=etag, size=size, boot=boot_id(), length=temp.length())
@@ -329,14 +333,14 @@ def _continue(files: ResumeFiles, owner: Owner, etag: str, size: int) -> Partial
 
 
 def _start(files: ResumeFiles, owner: Owner, etag: str, size: int, *, ranged: bool,
-           chunk: int) -> Partial:
+           chunk: int, direct: bool) -> Partial:
     """A new data file, and at once a state naming it (so it is never left nameless)."""
     _clear(files, keep=None)
     spans = [Span(start, end) for start, end in layout(size, ranged=ranged, chunk=chunk)]
     state = ResumeState(version=STATE_VERSION, etag=etag, size=size, ranged=ranged,
                         chunk=chunk if ranged else max(size, 1), gen=unique_suffix(),
                         boot=boot_id(), written=[0] * len(spans), durable=[0] * len(spans))
-    temp = TempFile(files.active(state.gen))
+    temp = TempFile(files.active(state.gen), direct=direct)
     resume = _Resume(files, owner, state, list(state.durable))
     try:
         resume.record(spans)

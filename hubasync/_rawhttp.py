@@ -23,18 +23,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import mmap
 import ssl
+import weakref
 from typing import TYPE_CHECKING, Final
-from urllib.parse import urlsplit
 
 import anyio.to_thread
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from hubasync._exceptions import ConnectError, ReadError, ReadTimeout, TransportError
-from hubasync._urls import redact_url
+from hubasync._http11 import Head, Unframed, labelled, parse_head, request_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterable, Mapping
 
     from hubasync._urls import Origin
 
@@ -42,94 +42,50 @@ BODY_BUFFER: Final = 1024 * 1024  # the most one handed-over buffer holds
 QUEUED_BUFFERS: Final = 2  # full buffers waiting for the reader before reading pauses
 MAX_HEAD: Final = 64 * 1024  # status line and headers
 _HEAD_END: Final = b"\r\n\r\n"
-_NO_BODY: Final = frozenset({204, 304})
-_SAFE_TEXT: Final = frozenset(range(0x21, 0x7F))  # printable ASCII without space
 
 
-def labelled(exc: TransportError, url: str) -> TransportError:
-    """`exc` again, naming the (redacted) URL it happened on."""
-    shown = redact_url(url)
-    return type(exc)(f"{exc} ({shown})", url=shown)
+class BufferPool:
+    """Body buffers of BODY_BUFFER bytes, page-aligned (anonymous maps) and reused.
 
+    A reused buffer costs no new memory (no page faults), and its alignment lets the disk take
+    it with direct I/O. A reader gives a buffer back with `give` once nothing reads it any more;
+    one never given back is simply freed when its last view goes.
+    """
 
-class Unframed(Exception):
-    """This request or answer is not one this client handles; ask through a full client."""
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._free: list[mmap.mmap] = []
+        self._made: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()
 
+    def __repr__(self) -> str:
+        return f"<BufferPool [free: {len(self._free)} | made: {len(self._made)}]>"
 
-def request_bytes(url: str, headers: Mapping[str, str]) -> bytes:
-    """The GET for `url` exactly as given (no re-quoting: signed URLs break if touched)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        raise Unframed(f"unsupported URL form ({parts.scheme})")
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if not _plain(target, spaces=False) or not _plain(parts.netloc, spaces=False):
-        raise Unframed("URL is not plain ASCII")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
-    for name, value in headers.items():
-        if not _plain(name, spaces=False) or not _plain(value, spaces=True) or ":" in name:
-            raise Unframed("header is not plain ASCII")
-        if name.lower() not in ("host", "accept-encoding", "connection"):
-            lines.append(f"{name}: {value}")
-    lines.append("Accept-Encoding: identity")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    def take(self) -> mmap.mmap:
+        if self._free:
+            return self._free.pop()
+        buffer = mmap.mmap(-1, BODY_BUFFER)
+        self._made.add(buffer)
+        return buffer
 
+    def give(self, chunks: Iterable[object]) -> None:
+        for chunk in chunks:
+            buffer = chunk.obj if isinstance(chunk, memoryview) else None
+            if (isinstance(buffer, mmap.mmap) and buffer in self._made
+                    and len(self._free) < self._keep
+                    and not any(free is buffer for free in self._free)):
+                self._free.append(buffer)
 
-def _plain(text: str, *, spaces: bool) -> bool:
-    return all(ord(c) in _SAFE_TEXT or (spaces and c == " ") for c in text)
-
-
-class Head:
-    """A parsed status line and headers."""
-
-    __slots__ = ("headers", "keep_alive", "length", "status")
-
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], length: int | None,
-                 keep_alive: bool) -> None:
-        self.status = status
-        self.headers = headers
-        self.length = length  # None: until the connection ends
-        self.keep_alive = keep_alive
-
-
-def parse_head(raw: bytes) -> Head:
-    """Status line and headers (without the blank line); ReadError if malformed, Unframed if
-    the body is framed in a way this client does not read."""
-    lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or rest[3:4] not in ("", " "):
-        raise ReadError(f"malformed HTTP status line {lines[0][:80]!r}")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise ReadError(f"malformed HTTP header line {line[:80]!r}")
-        headers.add(name, value.strip())
-    status = int(code)
-    if "Transfer-Encoding" in headers:
-        raise Unframed("chunked body")
-    if headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
-        raise Unframed("encoded body")
-    length: int | None
-    lengths = set(headers.getall("Content-Length", []))
-    if status in _NO_BODY or 100 <= status < 200:
-        length = 0
-    elif not lengths:
-        length = None
-    elif len(lengths) == 1 and (value := lengths.pop()).isdigit():
-        length = int(value)
-    else:
-        raise ReadError("malformed Content-Length")
-    connection = headers.get("Connection", "").lower()
-    keep_alive = version == "HTTP/1.1" and "close" not in connection and length is not None
-    return Head(status, CIMultiDictProxy(headers), length, keep_alive)
+    def clear(self) -> None:
+        self._free.clear()
 
 
 class _Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection: a head, then a body in large buffers, then idle again."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
+                 buffers: BufferPool) -> None:
         self._loop = loop
+        self._buffers = buffers
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._head = bytearray(MAX_HEAD)
@@ -138,7 +94,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._state = "idle"  # idle | head | body | closed
         self.head: Head | None = None
         self._remaining: int | None = None
-        self._buffer: bytearray | None = None
+        self._buffer: mmap.mmap | bytearray | None = None
         self._filled = 0
         self._ready: collections.deque[memoryview] = collections.deque()
         self._ended = False
@@ -173,8 +129,9 @@ class _Connection(asyncio.BufferedProtocol):
         if self._state != "body":
             return self._head_view[self._head_len:]
         if self._buffer is None:
-            size = BODY_BUFFER if self._remaining is None else min(BODY_BUFFER, self._remaining)
-            self._buffer, self._filled = bytearray(size), 0
+            small = self._remaining is not None and self._remaining < BODY_BUFFER
+            self._buffer = bytearray(self._remaining or 0) if small else self._buffers.take()
+            self._filled = 0
         return memoryview(self._buffer)[self._filled:]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -223,6 +180,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._transport.resume_reading()
             self._arm_timer()
         return chunk
+
+    def recycle(self, chunks: Iterable[object]) -> None:
+        self._buffers.give(chunks)
 
     @property
     def reusable(self) -> bool:
@@ -379,6 +339,10 @@ class RawResponse:
     async def read_all(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
 
+    def recycle(self, chunks: Iterable[object]) -> None:
+        """`chunks` of this body are no longer read by anyone: their buffers may be reused."""
+        self._conn.recycle(chunks)
+
 
 class RawPool:
     """Keep-alive connections per origin for `stream`; `aclose` closes them all."""
@@ -386,6 +350,7 @@ class RawPool:
     def __init__(self, *, max_idle: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._max_idle = max_idle
         self._idle: dict[Origin, list[_Connection]] = {}
+        self.buffers = BufferPool(keep=2 * max_idle)
         self._ssl = ssl_context  # None: the system's trust store, loaded on first use
         self.opened = 0  # connections made, for tests and statistics
 
@@ -394,6 +359,7 @@ class RawPool:
         return f"<RawPool [idle: {idle} | opened: {self.opened}]>"
 
     async def aclose(self) -> None:
+        self.buffers.clear()
         idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
@@ -452,7 +418,7 @@ class RawPool:
         scheme, host, port = key
         context = await self._context() if scheme == "https" else None
         loop = asyncio.get_running_loop()
-        conn = _Connection(loop, connect_timeout)
+        conn = _Connection(loop, connect_timeout, self.buffers)
         try:
             with anyio.fail_after(connect_timeout if connect_timeout > 0 else None):
                 await loop.create_connection(lambda: conn, host, port, ssl=context,

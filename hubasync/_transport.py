@@ -32,12 +32,13 @@ from hubasync._exceptions import (
     ReadError,
     ReadTimeout,
 )
-from hubasync._rawhttp import RawPool, Unframed
+from hubasync._http11 import Unframed
+from hubasync._rawhttp import RawPool
 from hubasync._retry import server_wait
 from hubasync._urls import Origin, host_key, origin, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
     from hubasync._ratelimit import HostGate
     from hubasync._types import Secret
@@ -75,6 +76,10 @@ class StreamResponse(Protocol):
 
     def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
 
+    def recycle(self, chunks: Iterable[object]) -> None:
+        """`chunks` (from `chunks()`) are written and no longer read: their memory may be
+        reused for the bytes still to come."""
+
 
 class AiohttpStream:
     """A GET answered through aiohttp."""
@@ -95,6 +100,9 @@ class AiohttpStream:
     async def read_all(self) -> bytes:
         with map_exceptions(self.url):
             return await self._resp.read()
+
+    def recycle(self, chunks: Iterable[object]) -> None:
+        pass  # aiohttp's chunks are fresh bytes objects
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, one received buffer at a time (`readany` would join what is

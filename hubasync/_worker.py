@@ -43,7 +43,7 @@ from hubasync._transport import Response
 from hubasync._urls import redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from hashlib import _Hash
 
     from hubasync._bus import ProgressBus
@@ -90,6 +90,7 @@ class Fetcher:
         chunk_size: int,
         range_threshold: int,
         verify_hashes: bool = True,
+        direct_io: bool = False,
         bandwidth: TokenBucket | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -103,6 +104,7 @@ class Fetcher:
         self.chunk_size = chunk_size
         self.range_threshold = range_threshold
         self._verify = verify_hashes
+        self._direct = direct_io
         self._bandwidth = bandwidth
         self._sleep = sleep
         self.shortcuts = Shortcuts()
@@ -208,7 +210,7 @@ class Fetcher:
         try:
             return await self._disk.run(open_partial, where, remote.etag, remote.size,
                                         ranged=ranged, chunk=self.chunk_size, fresh=fresh,
-                                        shared=shared)
+                                        shared=shared, direct=self._direct)
         except OSError as exc:
             raise oserror(exc, "create the download's temp file") from None
 
@@ -416,7 +418,7 @@ class Fetcher:
                 skip = check_answer(remote, resp, span, bool(headers))
                 source.answered(started, url, remote.url)
                 job.final_url = url
-                await self._copy_body(job, resp.chunks(), span, skip)
+                await self._copy_body(job, resp, span, skip)
                 return
         raise ReadError(f"too many redirects for {redact_url(remote.url)}")
 
@@ -429,18 +431,20 @@ class Fetcher:
         raise_for_status(Response(status=resp.status, headers=resp.headers, url=resp.url,
                                   body=body))
 
-    async def _copy_body(self, job: _Job, chunks: AsyncIterator[Chunk], span: Span,
+    async def _copy_body(self, job: _Job, resp: StreamResponse, span: Span,
                          skip: int | None) -> None:
         """Write the body at the range's position; a body longer than the range is an
         IntegrityError. A whole-file body (`skip` is not None) is read from byte `skip` and cut
         at the range's end. Chunks are written as they came (one `pwritev` per flush, no
-        copy). Bytes that arrived before a transport failure or a cancellation are kept, so the
+        copy), then handed back to the response for reuse (unless kept in memory). Bytes that
+        arrived before a transport failure or a cancellation are kept, so the
         retry (or the next attempt) resumes after them."""
         whole, skip = skip is not None, skip or 0
         buffers: list[Chunk] = []
         size = 0
+        reuse = not isinstance(job.partial, InMemory)
         try:
-            async for chunk in chunks:
+            async for chunk in resp.chunks():
                 if self._bandwidth is not None:
                     await self._bandwidth.acquire(len(chunk))
                 data: Chunk = chunk
@@ -462,6 +466,8 @@ class Fetcher:
                 size += len(data)
                 if size >= FLUSH_SIZE or len(buffers) >= IOV_MAX:
                     await self._flush(job, span, buffers, size)
+                    if reuse:
+                        resp.recycle(buffers)
                     buffers, size = [], 0
         except TransientError:
             if size:
@@ -474,6 +480,8 @@ class Fetcher:
             raise
         if size:
             await self._flush(job, span, buffers, size)
+            if reuse:
+                resp.recycle(buffers)
 
     async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int) -> None:
         """Write (off the loop, under a shield: a cancellation never leaves a write

@@ -20,15 +20,9 @@ import trustme
 
 from hubasync import HubClient, HubConfig
 from hubasync._exceptions import ConnectError, ReadError, ReadTimeout
+from hubasync._http11 import Unframed, parse_head, request_bytes
 from hubasync._ratelimit import HostGate
-from hubasync._rawhttp import (
-    BODY_BUFFER,
-    QUEUED_BUFFERS,
-    RawPool,
-    Unframed,
-    parse_head,
-    request_bytes,
-)
+from hubasync._rawhttp import BODY_BUFFER, QUEUED_BUFFERS, RawPool
 from hubasync._transport import AiohttpTransport
 from hubasync._urls import origin
 from hubasync.testing import DEFAULT_TOKEN, FakeHub, FakeRepo
