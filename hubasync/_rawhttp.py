@@ -104,7 +104,6 @@ class _Connection(asyncio.BufferedProtocol):
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.received = 0  # bytes of the current answer (head included)
-        self.reused = False
 
     # -- the transport's side --------------------------------------------------------------
 
@@ -409,7 +408,6 @@ class RawPool:
         while conns:
             conn = conns.pop()
             if conn.reusable:
-                conn.reused = True
                 return conn
             conn.close()
         return None
@@ -425,7 +423,7 @@ class RawPool:
                                              server_hostname=host if context else None)
         except TimeoutError:
             raise ReadTimeout(f"timed out connecting to {host}:{port}") from None
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError (a refused certificate) is one too
             raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
         self.opened += 1
         return conn

@@ -26,12 +26,7 @@ import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from hubasync._exceptions import (
-    ConnectError,
-    OfflineModeIsEnabled,
-    ReadError,
-    ReadTimeout,
-)
+from hubasync._exceptions import ConnectError, OfflineModeIsEnabled, ReadError, ReadTimeout
 from hubasync._http11 import Unframed
 from hubasync._rawhttp import RawPool
 from hubasync._retry import server_wait
@@ -152,10 +147,9 @@ class AiohttpTransport:
         on_rate_limited: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.time,
         max_wait: float = 300.0,
-        raw_bodies: bool = True,
     ) -> None:
         self._max_wait = max_wait
-        self._raw = RawPool(max_idle=max_connections) if raw_bodies else None
+        self._raw = RawPool(max_idle=max_connections)
         self._full_client: set[Origin] = set()  # origins that need aiohttp
         self._endpoint_origin = origin(endpoint)
         self._token = token
@@ -174,8 +168,7 @@ class AiohttpTransport:
         return f"<AiohttpTransport [{state} | requests: {self.request_count}]>"
 
     async def aclose(self) -> None:
-        if self._raw is not None:
-            await self._raw.aclose()
+        await self._raw.aclose()
         sessions, self._sessions = self._sessions, {}
         for session in sessions.values():
             await session.close()
@@ -250,7 +243,7 @@ class AiohttpTransport:
     ) -> AsyncIterator[StreamResponse]:
         """GET `url` (no redirect following); the body is read through `.chunks()`."""
         key = origin(url)
-        if self._raw is not None and key not in self._full_client:
+        if key not in self._full_client:
             await self._before(url)
             try:
                 async with self._raw.stream(url, key, self._headers(url, headers),
