@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common],
                           help="watch a download from an in-process FakeHub (no network)")
     demo.add_argument("--size-mib", type=int, default=256, help="total size of the demo repo")
+    demo.add_argument("--max-bandwidth", type=_rate, default=None, metavar="RATE",
+                      help=_RATE_HELP)
     demo.add_argument("--progress", choices=PROGRESS_MODES, default=None)
     demo.add_argument("--quiet", action="store_true", help="print only the final path")
     return parser
@@ -80,12 +82,32 @@ def _download_parser(dl: argparse.ArgumentParser) -> None:
     dl.add_argument("--local-dir", default=None)
     dl.add_argument("--token", default=None, help="defaults to HF_TOKEN or the token file")
     dl.add_argument("--max-workers", type=int, default=None)
+    dl.add_argument("--max-bandwidth", type=_rate, default=None, metavar="RATE",
+                    help=_RATE_HELP)
     dl.add_argument("--force-download", action="store_true")
     dl.add_argument("--progress", choices=PROGRESS_MODES, default=None,
                     help="default: HF_PROGRESS_MODE, else bars on a terminal, logs otherwise")
     dl.add_argument("--quiet", action="store_true", help="print only the final path")
     dl.add_argument("--json", action="store_true",
                     help="print a JSON result (path, repo, commit, files, bytes)")
+
+
+_RATE_HELP: Final = "cap on bytes per second, shared by all connections (e.g. 500K, 20M, 1G)"
+_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _rate(text: str) -> int:
+    """`20M` -> 20971520 (binary units, an optional trailing B or /s)."""
+    value = text.strip().upper().removesuffix("/S").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value.removesuffix(unit) if unit else value
+    try:
+        rate = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 500K, 20M)") from None
+    if not rate >= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is below the least rate, 1K per second")
+    return int(rate)
 
 
 def _progress(args: argparse.Namespace) -> str | None:
@@ -98,7 +120,9 @@ def _progress(args: argparse.Namespace) -> str | None:
 async def _download(args: argparse.Namespace) -> str:
     if args.max_workers is not None and args.max_workers < 1:
         raise UsageError("--max-workers must be >= 1")
-    extra = {"max_workers": args.max_workers} if args.max_workers else {}
+    extra: dict[str, int] = {"max_workers": args.max_workers} if args.max_workers else {}
+    if args.max_bandwidth:
+        extra["max_bandwidth"] = args.max_bandwidth
     recorder = DownloadRecorder()
     async with open_client(token=args.token, endpoint=None, cache_dir=args.cache_dir,
                            progress=_progress(args), **extra) as hub:
@@ -158,7 +182,8 @@ async def _demo(args: argparse.Namespace) -> str:
     repo = await anyio.to_thread.run_sync(
         lambda: demo_repo(total_bytes=args.size_mib * 1024 * 1024)
     )
-    return await run_demo(repo, cache_dir=cache, progress=_progress(args))
+    return await run_demo(repo, cache_dir=cache, progress=_progress(args),
+                          max_bandwidth=args.max_bandwidth)
 
 
 _COMMANDS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[str]]]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Final
 
-from hubasync._api import Progress, snapshot_download
+from hubasync._api import Progress, open_client
 from hubasync.testing import FakeFile, FakeHub, FakeRepo
 
 if TYPE_CHECKING:
@@ -42,7 +42,10 @@ def demo_repo(*, total_bytes: int = 256 * _BLOCK, shards: int = 4) -> FakeRepo:
     return repo
 
 
-async def run_demo(repo: FakeRepo, *, cache_dir: StrPath, progress: Progress = None) -> str:
-    async with FakeHub(repos=[repo]) as hub:
-        return await snapshot_download(repo.repo_id, cache_dir=cache_dir, endpoint=hub.endpoint,
-                                       token=False, progress=progress)
+async def run_demo(repo: FakeRepo, *, cache_dir: StrPath, progress: Progress = None,
+                   max_bandwidth: int | None = None) -> str:
+    extra = {"max_bandwidth": max_bandwidth} if max_bandwidth else {}
+    async with FakeHub(repos=[repo]) as hub, open_client(
+            token=False, endpoint=hub.endpoint, cache_dir=cache_dir, progress=progress,
+            **extra) as client:
+        return await client.snapshot_download(repo.repo_id)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,7 +258,9 @@ def test_network_errors_are_one_line() -> None:
 def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(TMPDIR=str(tmp_path), HF_PROGRESS_MODE="log")
-    child = subprocess.Popen([sys.executable, "-m", "hubasync", "demo", "--size-mib", "256"],
+    # capped at 16 MiB/s, the 256 MiB download lasts 16 s: the SIGINT always lands mid-way
+    child = subprocess.Popen([sys.executable, "-m", "hubasync", "demo", "--size-mib", "256",
+                              "--max-bandwidth", "16M"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert child.stderr is not None
     for line in child.stderr:
@@ -269,3 +272,31 @@ def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
     assert err.splitlines()[-1] == "interrupted"
     assert "Traceback" not in err
     assert out == ""
+
+
+@pytest.mark.parametrize(("text", "rate"), [("2048", 2048), ("500K", 500 * 1024),
+                                            ("20M", 20 * 1024**2), ("1.5g", int(1.5 * 1024**3)),
+                                            ("8MB/s", 8 * 1024**2)])
+def test_rates(text: str, rate: int) -> None:
+    from hubasync._cli import _rate
+
+    assert _rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "10X", "100", "-5M", "nan"])
+def test_bad_rates_are_usage_errors(text: str) -> None:
+    result = run("demo", "--max-bandwidth", text)
+    assert result.returncode == 2
+    assert "--max-bandwidth" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_under_a_bandwidth_cap_takes_its_time(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(TMPDIR=str(tmp_path))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "hubasync", "demo", "--size-mib", "4",
+                             "--max-bandwidth", "2M", "--quiet"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 1.0  # 4 MiB at 2 MiB/s, after a first burst of 2 MiB
