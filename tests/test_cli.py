@@ -268,7 +268,7 @@ def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
             break
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=30)
-    assert child.returncode == 130
+    assert child.returncode == 130, err
     assert err.splitlines()[-1] == "interrupted"
     assert "Traceback" not in err
     assert out == ""
