@@ -259,9 +259,12 @@ def test_ctrl_c_exits_130_and_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(TMPDIR=str(tmp_path), HF_PROGRESS_MODE="log")
     # capped at 16 MiB/s, the 256 MiB download lasts 16 s: the SIGINT always lands mid-way
+    # (SIGINT as a terminal delivers it: a job started in the background of a script inherits
+    # it ignored, and then neither Python nor asyncio installs a handler for it)
     child = subprocess.Popen([sys.executable, "-m", "hubasync", "demo", "--size-mib", "256",
                               "--max-bandwidth", "16M"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert child.stderr is not None
     for line in child.stderr:
         if "start path=" in line:
