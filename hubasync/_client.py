@@ -93,7 +93,7 @@ class HubClient:
             connections=anyio.CapacityLimiter(cfg.max_connections),
             download_timeout=cfg.download_timeout, chunk_size=cfg.chunk_size,
             range_threshold=cfg.range_threshold, verify_hashes=cfg.verify_hashes,
-            direct_io=cfg.direct_io,
+            page_cache=cfg.page_cache,
             bandwidth=bandwidth,
         )
         scheduler = Scheduler(fetcher=fetcher, writer=writer, disk=disk, bus=self.bus,

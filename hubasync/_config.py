@@ -14,7 +14,14 @@ import msgspec
 
 from hubasync._exceptions import ConfigError
 from hubasync._retry import RetryConfig
-from hubasync._types import DEFAULT_ENDPOINT, PROGRESS_MODES, ProgressMode, Secret
+from hubasync._types import (
+    DEFAULT_ENDPOINT,
+    PAGE_CACHE,
+    PROGRESS_MODES,
+    PageCache,
+    ProgressMode,
+    Secret,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,7 +65,7 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
     chunk_size: int = DEFAULT_CHUNK_SIZE
     disk_threads: int = DEFAULT_DISK_THREADS
     verify_hashes: bool = True
-    direct_io: bool = True  # ranges of large files bypass the page cache where the disk allows
+    page_cache: PageCache = "drop"  # what large downloads do with the page cache (see PAGE_CACHE)
     max_bandwidth: int | None = None
     user_agent: str | None = None
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
@@ -82,6 +89,8 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("chunk_size must be at least 64 KiB")
         if self.range_threshold < self.chunk_size:
             raise ConfigError("range_threshold must be >= chunk_size")
+        if self.page_cache not in PAGE_CACHE:
+            raise ConfigError(f"page_cache must be one of {PAGE_CACHE}, got {self.page_cache!r}")
         if self.max_bandwidth is not None and self.max_bandwidth < 1024:
             raise ConfigError("max_bandwidth must be at least 1024 bytes per second")
 

@@ -1,11 +1,13 @@
-"""Direct I/O for the ranges of large downloads: bytes go from the receive buffers to the disk
-without passing through the page cache, and are read back (direct too) for the hash.
+"""Direct I/O for the ranges of large downloads (``HubConfig(page_cache="bypass")``): bytes go
+from the receive buffers to the disk without passing through the page cache, and are read back
+(direct too) for the hash.
 
 Why: every page-cache page a download fills is a new page of memory, and a multi-GiB download
 also evicts what the cache held. On the benchmark VM, whose free memory is handed back to the
 host, those new pages cost 0.8-2.5 s of kernel time per GiB written; direct writes from reused,
 aligned buffers cost about 0.1 s. Reading the file back for the hash costs disk bandwidth
-instead, overlapped with the hash one block ahead.
+instead, overlapped with the hash one block ahead; on that VM's disk this made the default,
+drop-behind (`Partial.hash_range`), the faster of the two.
 
 Linux only (``O_DIRECT``), and only on local disk file systems (LOCAL_FS): on a network file
 system the read-back would double the traffic, and tmpfs has no disk to bypass to. A write whose

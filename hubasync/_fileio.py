@@ -463,6 +463,12 @@ class TempFile:
         assert self._fd is not None
         os.fsync(self._fd)
 
+    def drop_cache(self, start: int, end: int) -> None:
+        """Let the kernel drop the cached (clean) pages of bytes [start, end)."""
+        assert self._fd is not None
+        if hasattr(os, "posix_fadvise") and self._direct is None:
+            os.posix_fadvise(self._fd, start, end - start, os.POSIX_FADV_DONTNEED)
+
     def truncate(self, size: int = 0) -> None:
         assert self._fd is not None
         os.ftruncate(self._fd, size)

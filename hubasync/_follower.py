@@ -45,7 +45,7 @@ class Follower:
         while self.hashed < self._size:
             front = min(self._partial.frontier, self._size)
             if front - self.hashed >= HASH_STEP or (front == self._size > self.hashed):
-                await self._disk.run(self._partial.temp.feed, self._hasher, front, self.hashed)
+                await self._disk.run(self._partial.hash_range, self._hasher, front, self.hashed)
                 self.hashed = front
                 continue
             await self._wake.wait()

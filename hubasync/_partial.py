@@ -54,8 +54,10 @@ from hubasync._spans import STATE_VERSION, ResumeState, Span, layout, resume_poi
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from collections.abc import Set as AbstractSet
+    from hashlib import _Hash
 
     from hubasync._fileio import Chunk
+    from hubasync._types import PageCache
 
 log = logging.getLogger("hubasync")
 
@@ -150,12 +152,16 @@ class Partial:
 
     def __init__(self, temp: TempFile, spans: list[Span], *, ranged: bool,
                  resume: _Resume | None = None) -> None:
+        self.drop_behind = False  # set by `open_partial` for page_cache="drop"
         self.temp = temp
         self.spans = spans
         self.ranged = ranged
         self._resume = resume
         self._first_open = 0  # the spans before this one are complete
         self._unrecorded = False
+        self._hashed = 0  # bytes from 0 hashed in order (`hash_range`)
+        self._dropped = 0  # bytes from 0 whose cached pages were let go of
+        self._drop_lock = threading.Lock()
 
     def __repr__(self) -> str:
         kind = "resumable" if self._resume is not None else "unique"
@@ -205,6 +211,36 @@ class Partial:
         """A range is complete: make it durable (resumable files only)."""
         if self._resume is not None:
             self._resume.sync(self.temp, self.spans)
+            self._drop_behind()
+
+    def hash_range(self, hasher: _Hash, end: int, start: int) -> None:
+        """Feed bytes [start, end) to `hasher` (in order: `start` is where the last call ended),
+        then let go of the cached pages that are both hashed and durable."""
+        self.temp.feed(hasher, end, start)
+        self._hashed = end
+        self._drop_behind()
+
+    def _drop_behind(self) -> None:
+        """Drop-behind: pages that are hashed and durable are not needed again by this download,
+        and new pages cost more than reused ones (on a VM whose free memory goes back to the
+        host, a new page is a host fault), so they are handed back at once. Resumable files only
+        (the others are not made durable range by range)."""
+        if self._resume is None or not self.drop_behind:
+            return
+        with self._drop_lock:
+            limit = min(self._hashed, self._durable_prefix())
+            if limit > self._dropped:
+                self.temp.drop_cache(self._dropped, limit)
+                self._dropped = limit
+
+    def _durable_prefix(self) -> int:
+        assert self._resume is not None
+        end = 0
+        for span, durable in zip(self.spans, self._resume.durable, strict=True):
+            end = span.start + durable
+            if span.end is None or end < span.end:
+                break
+        return end
 
     def finish(self) -> None:
         """fsync and close; a resumable file records itself as complete (and still ours)."""
@@ -274,11 +310,12 @@ class InMemory:
 
 
 def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chunk: int,
-                 fresh: bool = False, shared: bool = True, direct: bool = False) -> Partial:
+                 fresh: bool = False, shared: bool = True, page_cache: PageCache = "keep",
+                 ) -> Partial:
     """A resumable partial download when possible (continued unless `fresh`), else a unique
-    temp file; a ranged one with direct I/O if `direct` (`_direct`). Blocking: run it off the
-    loop."""
-    direct = direct and ranged
+    temp file; what a ranged one does with the page cache is `page_cache` (see `PageCache`).
+    Blocking: run it off the loop."""
+    direct = ranged and page_cache == "bypass"
     if not shared or size is None or size <= FLUSH_SIZE:
         return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     files = where.resume
@@ -292,8 +329,10 @@ def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chu
         return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     try:
         found = None if fresh else _continue(files, owner, etag, size, direct=direct)
-        return found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk,
-                               direct=direct)
+        partial = found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk,
+                                  direct=direct)
+        partial.drop_behind = partial.ranged and page_cache == "drop"
+        return partial
     except OSError as exc:
         release(files.owner, owner)
         log.debug("cannot keep resumable files for %s (%s)", files.stem, exc)

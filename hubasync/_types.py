@@ -11,6 +11,11 @@ REPO_TYPES: Final[tuple[RepoType, ...]] = ("model", "dataset", "space")
 
 ProgressMode: TypeAlias = Literal["auto", "bars", "log", "json", "none"]
 PROGRESS_MODES: Final[tuple[ProgressMode, ...]] = ("auto", "bars", "log", "json", "none")
+#: What a large (ranged) download does with the page cache: "drop" hands back the pages of the
+#: bytes already hashed and made durable as it goes, "keep" leaves them cached, "bypass" writes
+#: with direct I/O on local disks and reads the file back for the hash.
+PageCache: TypeAlias = Literal["drop", "keep", "bypass"]
+PAGE_CACHE: Final[tuple[PageCache, ...]] = ("drop", "keep", "bypass")
 
 StrPath: TypeAlias = str | os.PathLike[str]
 

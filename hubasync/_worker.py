@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from hubasync._retry import RetryConfig
     from hubasync._spans import Span
     from hubasync._transport import AiohttpTransport, StreamResponse
+    from hubasync._types import PageCache
 
 log = logging.getLogger("hubasync")
 
@@ -90,7 +91,7 @@ class Fetcher:
         chunk_size: int,
         range_threshold: int,
         verify_hashes: bool = True,
-        direct_io: bool = False,
+        page_cache: PageCache = "keep",
         bandwidth: TokenBucket | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -104,7 +105,7 @@ class Fetcher:
         self.chunk_size = chunk_size
         self.range_threshold = range_threshold
         self._verify = verify_hashes
-        self._direct = direct_io
+        self._page_cache = page_cache
         self._bandwidth = bandwidth
         self._sleep = sleep
         self.shortcuts = Shortcuts()
@@ -210,7 +211,7 @@ class Fetcher:
         try:
             return await self._disk.run(open_partial, where, remote.etag, remote.size,
                                         ranged=ranged, chunk=self.chunk_size, fresh=fresh,
-                                        shared=shared, direct=self._direct)
+                                        shared=shared, page_cache=self._page_cache)
         except OSError as exc:
             raise oserror(exc, "create the download's temp file") from None
 
@@ -437,8 +438,7 @@ class Fetcher:
         IntegrityError. A whole-file body (`skip` is not None) is read from byte `skip` and cut
         at the range's end. Chunks are written as they came (one `pwritev` per flush, no
         copy), then handed back to the response for reuse (unless kept in memory). Bytes that
-        arrived before a transport failure or a cancellation are kept, so the
-        retry (or the next attempt) resumes after them."""
+        arrived before a failure or a cancellation are kept: the retry resumes after them."""
         whole, skip = skip is not None, skip or 0
         buffers: list[Chunk] = []
         size = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import mmap
 import os
 import random
@@ -23,7 +24,7 @@ from hubasync._direct import (
     open_direct,
     read_buffers,
 )
-from hubasync._exceptions import CacheError
+from hubasync._exceptions import CacheError, ConfigError
 from hubasync._fileio import TempFile
 from hubasync._rawhttp import BODY_BUFFER, BufferPool
 from hubasync.testing import FakeHub, FakeRepo
@@ -150,19 +151,38 @@ def test_buffer_pool_reuses_only_its_own_buffers() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("direct_io", [True, False])
-async def test_ranged_download_with_and_without_direct_io(tmp_path: Path,
-                                                         direct_io: bool) -> None:
+@pytest.mark.parametrize("page_cache", ["drop", "keep", "bypass"])
+async def test_ranged_download_and_the_page_cache(tmp_path: Path, page_cache: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    dropped: list[tuple[int, int]] = []
+    real = TempFile.drop_cache
+
+    def drop_cache(self: TempFile, start: int, end: int) -> None:
+        dropped.append((start, end))
+        real(self, start, end)
+
+    monkeypatch.setattr(TempFile, "drop_cache", drop_cache)
     blob = random.Random(7).randbytes(6 * MiB + 4321)
     repo = FakeRepo("org/big")
     repo.commit({"model.safetensors": blob})
     async with FakeHub(repos=[repo]) as fake:
         config = HubConfig.from_env({}, endpoint=fake.endpoint, cache_dir=str(tmp_path),
                                     token=False, chunk_size=MiB, range_threshold=MiB,
-                                    progress="none", direct_io=direct_io)
+                                    progress="none", page_cache=page_cache)
         async with HubClient(config) as hub:
             folder = await hub.snapshot_download("org/big")
             transport = hub._transport
             assert transport is not None
             assert "free: 0 " not in repr(transport._raw.buffers)  # buffers came back
     assert Path(folder, "model.safetensors").read_bytes() == blob
+    if page_cache != "drop":
+        assert dropped == []
+        return
+    assert dropped[0][0] == 0
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(dropped))  # in order, no overlap
+    assert dropped[-1][1] == len(blob)  # all of it: hashed and durable before the commit
+
+
+def test_page_cache_setting_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="page_cache"):
+        HubConfig.from_env({}, cache_dir=str(tmp_path), token=False, page_cache="sometimes")
