@@ -180,9 +180,6 @@ class _Connection(asyncio.BufferedProtocol):
             self._arm_timer()
         return chunk
 
-    def recycle(self, chunks: Iterable[object]) -> None:
-        self._buffers.give(chunks)
-
     @property
     def reusable(self) -> bool:
         return (self._state == "idle" and self._ended and self._error is None
@@ -312,8 +309,9 @@ class _Connection(asyncio.BufferedProtocol):
 class RawResponse:
     """An answer whose body is read as large buffers (`chunks`) or whole (`read_all`)."""
 
-    def __init__(self, conn: _Connection, head: Head, url: str) -> None:
+    def __init__(self, conn: _Connection, head: Head, url: str, buffers: BufferPool) -> None:
         self._conn = conn
+        self._buffers = buffers
         self.status = head.status
         self.headers = head.headers
         self.url = url
@@ -340,7 +338,7 @@ class RawResponse:
 
     def recycle(self, chunks: Iterable[object]) -> None:
         """`chunks` of this body are no longer read by anyone: their buffers may be reused."""
-        self._conn.recycle(chunks)
+        self._buffers.give(chunks)
 
 
 class RawPool:
@@ -375,7 +373,7 @@ class RawPool:
         except TransportError as exc:
             raise labelled(exc, url) from None
         try:
-            yield RawResponse(conn, head, url)
+            yield RawResponse(conn, head, url, self.buffers)
         finally:
             if conn.reusable and len(self._idle.setdefault(key, [])) < self._max_idle:
                 self._idle[key].append(conn)

@@ -437,12 +437,11 @@ class Fetcher:
         """Write the body at the range's position; a body longer than the range is an
         IntegrityError. A whole-file body (`skip` is not None) is read from byte `skip` and cut
         at the range's end. Chunks are written as they came (one `pwritev` per flush, no
-        copy), then handed back to the response for reuse (unless kept in memory). Bytes that
-        arrived before a failure or a cancellation are kept: the retry resumes after them."""
+        copy). Bytes that arrived before a transport failure or a cancellation are kept, so the
+        retry (or the next attempt) resumes after them."""
         whole, skip = skip is not None, skip or 0
         buffers: list[Chunk] = []
         size = 0
-        reuse = not isinstance(job.partial, InMemory)
         try:
             async for chunk in resp.chunks():
                 if self._bandwidth is not None:
@@ -465,9 +464,7 @@ class Fetcher:
                 buffers.append(data)
                 size += len(data)
                 if size >= FLUSH_SIZE or len(buffers) >= IOV_MAX:
-                    await self._flush(job, span, buffers, size)
-                    if reuse:
-                        resp.recycle(buffers)
+                    await self._flush(job, span, buffers, size, resp)
                     buffers, size = [], 0
         except TransientError:
             if size:
@@ -479,13 +476,13 @@ class Fetcher:
                     await self._flush(job, span, buffers, size)
             raise
         if size:
-            await self._flush(job, span, buffers, size)
-            if reuse:
-                resp.recycle(buffers)
+            await self._flush(job, span, buffers, size, resp)
 
-    async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int) -> None:
+    async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int,
+                     resp: StreamResponse | None = None) -> None:
         """Write (off the loop, under a shield: a cancellation never leaves a write
-        half-counted; a small file's body is only kept in memory), then publish the progress."""
+        half-counted; a small file's body is only kept in memory) and hand the written buffers
+        back to `resp` for reuse, then publish the progress."""
         partial = job.partial
         if isinstance(partial, InMemory):
             partial.write(span, buffers)
@@ -495,6 +492,8 @@ class Fetcher:
                     await self._disk.run(partial.write, span, buffers)
             except OSError as exc:
                 raise oserror(exc, "write the download") from None
+            if resp is not None:
+                resp.recycle(buffers)
         job.progress.add(size)
         if job.follower is not None:
             job.follower.poke()
