@@ -49,3 +49,25 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert "refetched_bytes" in groups["resume"]["participants"]["hubasync"]["runs"][0]["extra"]
     assert all({"target", "measured", "met"} <= t.keys() for t in results["targets"])
     assert not (tmp_path / "data" / "scratch").exists()
+    assert not (tmp_path / "data" / "scratch-trash").exists()
+
+
+def test_fresh_sets_earlier_outputs_aside_when_asked(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    from harness.scenarios import fresh  # benchmarks/ is a folder of scripts, not a package
+
+    scratch, trash = tmp_path / "scratch", tmp_path / "trash"
+    for name in ("hubasync", "official"):
+        (scratch / name / "sub").mkdir(parents=True)
+        (scratch / name / "sub" / "f").write_text(name)
+    fresh(scratch / "official", trash=trash)
+    assert sorted(p.name for p in scratch.iterdir()) == ["official"]
+    assert not any((scratch / "official").iterdir())
+    kept = {p.name.split("-", 1)[1]: p for p in trash.iterdir()}
+    assert sorted(kept) == ["hubasync", "official"]
+    assert (kept["hubasync"] / "sub" / "f").read_text() == "hubasync"
+
+    fresh(scratch / "hubasync")  # without a trash: deleted on the spot
+    assert sorted(p.name for p in scratch.iterdir()) == ["hubasync"]
+    assert len(list(trash.iterdir())) == 2
