@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.streams.memory import MemoryObjectSendStream
 
-    from hubasync._fileio import DiskIO
+    from hubasync._threads import DiskIO
 
 T = TypeVar("T")
 

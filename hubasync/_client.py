@@ -26,12 +26,12 @@ from hubasync._config import HubConfig
 from hubasync._download import Engine, SnapshotRequest, download_file, snapshot
 from hubasync._events import Event, RateLimited
 from hubasync._exceptions import ClientClosedError, OfflineModeIsEnabled
-from hubasync._fileio import DiskIO
 from hubasync._flight import Download, SingleFlight
 from hubasync._hub_api import HubApi
 from hubasync._models import RepoFile, RepoFolder, RepoInfo, RepoRef, check_repo_type
 from hubasync._ratelimit import HostGate, TokenBucket
 from hubasync._scheduler import Scheduler
+from hubasync._threads import DiskIO
 from hubasync._transport import AiohttpTransport
 from hubasync._types import DEFAULT_REVISION, StrPath
 from hubasync._worker import Fetcher
@@ -131,6 +131,7 @@ class HubClient:
             await self._tg.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
+                await self._engine.disk.aclose()
                 await self._transport.aclose()
                 await self.bus.aclose()
         return None

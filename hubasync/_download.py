@@ -39,7 +39,7 @@ from hubasync._exceptions import (
     TransportError,
     UsageError,
 )
-from hubasync._fileio import DiskIO, create_if_missing, makedirs, read_text, write_if_changed
+from hubasync._fileio import create_if_missing, makedirs, read_text, write_if_changed
 from hubasync._models import BlobLfsInfo, RemoteFile, RepoFile, RepoRef
 from hubasync._scheduler import RunInfo, RunResult, Scheduler
 from hubasync._types import DEFAULT_REVISION, is_commit_hash
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from hubasync._cache_writer import CacheWriter
     from hubasync._hub_api import HubApi
+    from hubasync._threads import DiskIO
 
 log = logging.getLogger("hubasync")
 

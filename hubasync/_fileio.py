@@ -1,8 +1,8 @@
 """The only code that touches the disk.
 
-Blocking primitives are plain functions; :class:`DiskIO` runs them on a bounded pool of worker
-threads (an anyio ``CapacityLimiter``), so the event loop never blocks on hashing, fsync, rename or
-symlink. Every final path is created by a rename or a replace of a fully written temp file.
+Blocking primitives are plain functions; `_threads.DiskIO` runs them off the event loop, so it
+never blocks on hashing, fsync, rename or symlink. Every final path is created by a rename or a
+replace of a fully written temp file.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import mmap
 import os
 import shutil
 import threading
-from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import TYPE_CHECKING, Final
 
 from hubasync._cache_layout import unique_suffix
 from hubasync._direct import aligned, feed_direct, open_direct, read_buffers
@@ -27,37 +24,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from hashlib import _Hash
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 READ_BLOCK: Final = 4 * 1024 * 1024
 HASH_WINDOW: Final = 16 * 1024 * 1024  # mapped at once while hashing (counts in RSS)
 Chunk = bytes | bytearray | memoryview
 IOV_MAX: Final = 512
 _symlink_support: dict[str, bool] = {}
-
-
-class DiskIO:
-    """Runs blocking file operations on at most `threads` worker threads.
-
-    Cancelling the awaiting task waits for the running operation to finish (never abandons a
-    thread half-way through a rename), then raises the cancellation.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self._threads = threads
-        self._limiter: anyio.CapacityLimiter | None = None
-
-    def __repr__(self) -> str:
-        return f"<DiskIO [threads: {self._threads}]>"
-
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._threads)
-        if kwargs:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs),
-                                                  limiter=self._limiter)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
 
 def oserror(exc: OSError, action: str) -> CacheError:

@@ -9,8 +9,8 @@ import anyio
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-    from hubasync._fileio import DiskIO
     from hubasync._partial import Partial
+    from hubasync._threads import DiskIO
 
 HASH_STEP: Final = 8 * 1024 * 1024  # hash each time this much more of the file is in order
 

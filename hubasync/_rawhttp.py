@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 BODY_BUFFER: Final = 1024 * 1024  # the most one handed-over buffer holds
 QUEUED_BUFFERS: Final = 2  # full buffers waiting for the reader before reading pauses
 MAX_HEAD: Final = 64 * 1024  # status line and headers
+IDLE_RELEASE: Final = 2.0  # seconds with no body in flight before pooled buffers are freed
 _HEAD_END: Final = b"\r\n\r\n"
 
 
@@ -59,6 +60,11 @@ class BufferPool:
 
     def __repr__(self) -> str:
         return f"<BufferPool [free: {len(self._free)} | made: {len(self._made)}]>"
+
+    @property
+    def idle(self) -> int:
+        """Buffers kept for reuse."""
+        return len(self._free)
 
     def take(self) -> mmap.mmap:
         if self._free:
@@ -344,18 +350,26 @@ class RawResponse:
 class RawPool:
     """Keep-alive connections per origin for `stream`; `aclose` closes them all."""
 
-    def __init__(self, *, max_idle: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, max_idle: int, ssl_context: ssl.SSLContext | None = None,
+                 idle_release: float = IDLE_RELEASE) -> None:
         self._max_idle = max_idle
         self._idle: dict[Origin, list[_Connection]] = {}
         self.buffers = BufferPool(keep=2 * max_idle)
         self._ssl = ssl_context  # None: the system's trust store, loaded on first use
         self.opened = 0  # connections made, for tests and statistics
+        # A long-lived client keeps no idle buffers: once no body has been in flight for
+        # `idle_release` seconds, the pooled ones are freed (the next download maps new ones).
+        self._idle_release = idle_release
+        self._streaming = 0
+        self._release: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         idle = sum(len(conns) for conns in self._idle.values())
         return f"<RawPool [idle: {idle} | opened: {self.opened}]>"
 
     async def aclose(self) -> None:
+        if self._release is not None:
+            self._release.cancel()
         self.buffers.clear()
         idle, self._idle = self._idle, {}
         for conns in idle.values():
@@ -368,17 +382,27 @@ class RawPool:
         """GET `url` (`key`: its scheme, host and port); raises Unframed (before any body
         byte) when a full client must ask."""
         request = request_bytes(url, headers)
+        self._streaming += 1
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         try:
-            conn, head = await self._exchange(key, request, read_timeout)
-        except TransportError as exc:
-            raise labelled(exc, url) from None
-        try:
-            yield RawResponse(conn, head, url, self.buffers)
+            try:
+                conn, head = await self._exchange(key, request, read_timeout)
+            except TransportError as exc:
+                raise labelled(exc, url) from None
+            try:
+                yield RawResponse(conn, head, url, self.buffers)
+            finally:
+                if conn.reusable and len(self._idle.setdefault(key, [])) < self._max_idle:
+                    self._idle[key].append(conn)
+                else:
+                    conn.close()
         finally:
-            if conn.reusable and len(self._idle.setdefault(key, [])) < self._max_idle:
-                self._idle[key].append(conn)
-            else:
-                conn.close()
+            self._streaming -= 1
+            if not self._streaming:
+                self._release = asyncio.get_running_loop().call_later(
+                    self._idle_release, self.buffers.clear)
 
     async def _exchange(self, key: Origin, request: bytes,
                         read_timeout: float) -> tuple[_Connection, Head]:

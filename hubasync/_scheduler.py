@@ -22,7 +22,7 @@ import filelock
 
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
-from hubasync._fileio import DiskIO, free_space, remove_quietly
+from hubasync._fileio import free_space, remove_quietly
 from hubasync._partial import FLUSH_SIZE, Where, bytes_present
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hubasync._cache_writer import CacheWriter
     from hubasync._destinations import Check, Destination
     from hubasync._models import RemoteFile
+    from hubasync._threads import DiskIO
     from hubasync._worker import Fetcher
 
 log = logging.getLogger("hubasync")
@@ -140,6 +141,7 @@ class Scheduler:
             cached_bytes=sum(t.remote.size or 0 for t in cached),
         ))
         result = RunResult()
+        finished = False  # not cancelled, nothing raised
         try:
             await self._check_space(destination, work.download)
             for task in work.done:
@@ -157,9 +159,10 @@ class Scheduler:
                     self.queued += len(work.download)
                     for task in work.download:
                         await send.send(task)
+            finished = True
         finally:
             self._bus.publish(RunDone(
-                run_id=info.run_id, ok=not result.errors, files=len(result.paths),
+                run_id=info.run_id, ok=finished and not result.errors, files=len(result.paths),
                 files_from_cache=result.files_from_cache, files_failed=len(result.errors),
                 bytes_downloaded=result.bytes_downloaded, bytes_from_cache=result.bytes_from_cache,
                 seconds=time.monotonic() - started, path=destination.root,

@@ -47,12 +47,13 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
     from hubasync._bus import ProgressBus
-    from hubasync._fileio import Chunk, DiskIO
+    from hubasync._fileio import Chunk
     from hubasync._hub_api import HubApi
     from hubasync._models import RemoteFile
     from hubasync._ratelimit import TokenBucket
     from hubasync._retry import RetryConfig
     from hubasync._spans import Span
+    from hubasync._threads import DiskIO
     from hubasync._transport import AiohttpTransport, StreamResponse
     from hubasync._types import PageCache
 
@@ -480,16 +481,15 @@ class Fetcher:
 
     async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int,
                      resp: StreamResponse | None = None) -> None:
-        """Write (off the loop, under a shield: a cancellation never leaves a write
-        half-counted; a small file's body is only kept in memory) and hand the written buffers
+        """Write (off the loop, and a cancellation never leaves a write half-counted; a small
+        file's body is only kept in memory) and hand the written buffers
         back to `resp` for reuse, then publish the progress."""
         partial = job.partial
         if isinstance(partial, InMemory):
             partial.write(span, buffers)
         else:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._disk.run(partial.write, span, buffers)
+            try:  # on the file's write thread; a cancellation waits for the write
+                await self._disk.write(partial.path, partial.write, span, buffers)
             except OSError as exc:
                 raise oserror(exc, "write the download") from None
             if resp is not None:

@@ -400,9 +400,11 @@ async def test_expired_cdn_url_is_re_resolved(hub: FakeHub, tmp_path: Path) -> N
 async def test_cancel_mid_transfer_leaves_a_valid_cache(hub: FakeHub, tmp_path: Path) -> None:
     hub.add_fault(Fault.stall(after_bytes=64 * KiB, seconds=5, server="cdn", method="GET"))
     async with client_for(hub, tmp_path, max_connections=4) as client:
+        events = record(client)
         with anyio.move_on_after(0.5) as scope:
             await client.snapshot_download(REPO)
         assert scope.cancelled_caught
+        assert [e.ok for e in events if isinstance(e, hubasync.RunDone)] == [False]
         assert time.monotonic() - scope.deadline < 1.0
         assert any(r.fault == "stall" for r in hub.requests)  # it was cut mid-transfer
         assert_cache_valid(tmp_path)  # once the call has returned: no temp file left
@@ -487,10 +489,12 @@ async def test_insufficient_disk_space_before_any_get(
 
     monkeypatch.setattr("hubasync._fileio.shutil.disk_usage", tiny)
     async with client_for(hub, tmp_path) as client:
+        events = record(client)
         download = (client.snapshot_download(REPO) if api == "snapshot"
                     else client.hf_hub_download(REPO, RANGED))
         with pytest.raises(hubasync.InsufficientDiskSpaceError) as info:
             await download
+    assert [e.ok for e in events if isinstance(e, hubasync.RunDone)] == [False]
     expected = sum(map(len, DATA.values())) if api == "snapshot" else len(DATA[RANGED])
     assert info.value.needed == expected
     assert info.value.available == 4096

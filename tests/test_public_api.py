@@ -13,7 +13,7 @@ from blockbuster import BlockingError
 
 import hubasync
 import hubasync.testing
-from hubasync import _fileio
+from hubasync import _fileio, _threads
 
 MODULES = sorted(
     m.name for m in pkgutil.walk_packages(hubasync.__path__, "hubasync.")
@@ -73,5 +73,5 @@ async def test_blocking_guard_is_live(tmp_path: Path) -> None:
     """The autouse blockbuster fixture really fails hubasync code that blocks the loop."""
     with pytest.raises(BlockingError):
         _fileio.write_atomic(str(tmp_path / "x"), b"data")
-    await _fileio.DiskIO(2).run(_fileio.write_atomic, str(tmp_path / "y"), b"data")
+    await _threads.DiskIO(2).run(_fileio.write_atomic, str(tmp_path / "y"), b"data")
     assert (tmp_path / "y").read_bytes() == b"data"

@@ -167,6 +167,23 @@ async def test_body_in_large_buffers_and_keep_alive() -> None:
     assert b"Accept-Encoding: identity" in script.requests[0]
 
 
+async def test_pooled_buffers_are_reused_then_freed_when_idle() -> None:
+    script = Script([ok(bytes(BODY_BUFFER * 3)), ok(b"x")])
+    pool = RawPool(max_idle=2, idle_release=0.2)
+    async with serve(script) as base:
+        async with pool.stream(f"{base}/", origin(base), {}, read_timeout=5) as resp:
+            resp.recycle([chunk async for chunk in resp.chunks()])
+        assert pool.buffers.idle == 3  # kept for the next body
+        async with pool.stream(f"{base}/", origin(base), {}, read_timeout=5) as resp:
+            await asyncio.sleep(0.4)  # a body in flight: nothing is freed meanwhile
+            assert pool.buffers.idle >= 2
+            resp.recycle([chunk async for chunk in resp.chunks()])
+        assert pool.buffers.idle == 3
+        await asyncio.sleep(0.4)
+        assert pool.buffers.idle == 0  # idle long enough: handed back
+    await pool.aclose()
+
+
 async def test_interim_answer_is_skipped_and_body_that_came_with_the_head_kept() -> None:
     script = Script([b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"hello", extra="X-Y: z\r\n")])
     pool = RawPool(max_idle=1)

@@ -23,8 +23,9 @@ import hubasync
 from hubasync import HubClient, HubConfig, RetryConfig
 from hubasync import _fileio as fileio
 from hubasync._cache_writer import CacheWriter
-from hubasync._fileio import Chunk, DiskIO, TempFile
+from hubasync._fileio import Chunk, TempFile
 from hubasync._scheduler import SMALL_FILE, KeyedLocks
+from hubasync._threads import DiskIO
 from hubasync.fastapi import download_status, sse_events
 from hubasync.testing import FakeFile, FakeHub, FakeRepo, Fault, RecordedRequest
 
