@@ -7,6 +7,7 @@ ask through a full client instead.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from hubasync._exceptions import TransportError
 
 _NO_BODY: Final = frozenset({204, 304})
-_SAFE_TEXT: Final = frozenset(range(0x21, 0x7F))  # printable ASCII without space
+_PLAIN: Final = re.compile(r"[\x21-\x7e]*")  # printable ASCII without space
+_PLAIN_OR_SPACE: Final = re.compile(r"[\x20-\x7e]*")
 
 
 def labelled(exc: TransportError, url: str) -> TransportError:
@@ -53,7 +55,7 @@ def request_bytes(url: str, headers: Mapping[str, str]) -> bytes:
 
 
 def _plain(text: str, *, spaces: bool) -> bool:
-    return all(ord(c) in _SAFE_TEXT or (spaces and c == " ") for c in text)
+    return (_PLAIN_OR_SPACE if spaces else _PLAIN).fullmatch(text) is not None
 
 
 class Head:
