@@ -482,8 +482,8 @@ class Fetcher:
     async def _flush(self, job: _Job, span: Span, buffers: list[Chunk], size: int,
                      resp: StreamResponse | None = None) -> None:
         """Write (off the loop, and a cancellation never leaves a write half-counted; a small
-        file's body is only kept in memory) and hand the written buffers
-        back to `resp` for reuse, then publish the progress."""
+        file's body is only kept in memory), hand the written buffers back to `resp` for reuse,
+        then publish the progress."""
         partial = job.partial
         if isinstance(partial, InMemory):
             partial.write(span, buffers)
