@@ -1,6 +1,6 @@
 """Benchmark hubasync side by side with the official client, hf_transfer and aria2c.
 
-    python benchmarks/run.py [--scenarios one-file shards small-files warm resume]
+    python benchmarks/run.py [--scenarios one-file shards small-files warm resume faults]
         [--participants hubasync official hf_transfer aria2c] [--quick] [--repeat N]
         [--data-dir benchmarks/.data] [--out benchmarks/results/latest.json]
 
@@ -26,6 +26,7 @@ from harness.data import datasets, ensure_dataset, repo_dir
 from harness.participants import PARTICIPANTS
 from harness.procs import BENCH_DIR, REPO_ROOT, child_env
 from harness.report import (
+    faults_table,
     machine,
     machine_line,
     resume_table,
@@ -101,6 +102,11 @@ def render(groups: Sequence[Group], info: dict[str, Any]) -> str:
     resume = [g for g in groups if g.name == "resume" and g.runs]
     if resume:
         parts += ["", f"Resume detail ({resume[0].notes[0]}):", "", resume_table(resume[0])]
+    faulted = [g for g in groups if g.name == "faults" and g.runs]
+    if faulted:
+        parts += ["", "Faults detail (medians per run; early = requests that reached a host "
+                      "after its 429 and before its Retry-After, beyond those in flight):", "",
+                  faults_table(faulted[0])]
     parts += ["", targets_table(targets(groups))]
     skipped = skipped_lines(groups)
     if skipped:
@@ -141,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(to_json(groups, targets(groups), info, options), indent=2))
     print(f"\nresults: {args.out}")
-    return 0 if all(r.ok for g in groups for runs in g.runs.values() for r in runs) else 1
+    return 1 if any(g.broken() for g in groups) else 0
 
 
 if __name__ == "__main__":

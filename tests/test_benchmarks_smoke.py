@@ -7,15 +7,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
+
+from hubasync.testing import RecordedRequest
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 SUMMARY_FIELDS = {"runs", "ok", "wall_s", "process_s", "cpu_s", "rss_mib", "requests",
                   "server_bytes", "extra"}
 RUN_FIELDS = {"participant", "repeat", "ok", "wall_s", "process_s", "cpu_s", "rss_mib",
               "requests", "server_bytes", "problems", "extra"}
-GROUPS = {"one-file", "shards", "small-files", "warm-branch", "warm-commit", "resume"}
+GROUPS = {"one-file", "shards", "small-files", "warm-branch", "warm-commit", "resume", "faults"}
 
 
 @pytest.mark.slow
@@ -38,15 +41,19 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert results["options"]["repeats"] == 1
     groups = {g["name"]: g for g in results["groups"]}
     assert set(groups) == GROUPS
-    for group in groups.values():
+    for name, group in groups.items():
         assert set(group["participants"]) == {"hubasync", "official"}
-        for entry in group["participants"].values():
+        for participant, entry in group["participants"].items():
             assert entry["summary"].keys() >= SUMMARY_FIELDS
-            assert entry["summary"]["ok"] is True
+            if name != "faults" or participant == "hubasync":  # the others may fail there
+                assert entry["summary"]["ok"] is True
             assert len(entry["runs"]) == 1
             assert entry["runs"][0].keys() >= RUN_FIELDS
     assert groups["warm-commit"]["participants"]["hubasync"]["runs"][0]["requests"] >= 0
     assert "refetched_bytes" in groups["resume"]["participants"]["hubasync"]["runs"][0]["extra"]
+    faulted = groups["faults"]["participants"]["hubasync"]["runs"][0]["extra"]
+    assert faulted["early_after_429"] == 0
+    assert {"faults_429", "faults_503", "faults_cut"} <= faulted.keys()
     assert all({"target", "measured", "met"} <= t.keys() for t in results["targets"])
     assert not (tmp_path / "data" / "scratch").exists()
     assert not (tmp_path / "data" / "scratch-trash").exists()
@@ -71,3 +78,23 @@ def test_fresh_sets_earlier_outputs_aside_when_asked(tmp_path: Path,
     fresh(scratch / "hubasync")  # without a trash: deleted on the spot
     assert sorted(p.name for p in scratch.iterdir()) == ["hubasync"]
     assert len(list(trash.iterdir())) == 2
+
+
+def test_early_after_429_counts_what_came_too_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    from harness.hubserver import early_after_429  # benchmarks/ is a folder of scripts
+
+    def req(server: Literal["hub", "cdn"], at: float, status: int = 200) -> RecordedRequest:
+        return RecordedRequest(method="GET", server=server, path="/", query="", headers={},
+                               time=at, status=status)
+
+    records = [
+        req("cdn", 10.0, 429),
+        req("cdn", 10.1),  # already on its way: allowed
+        req("hub", 10.5),  # another host: allowed
+        req("cdn", 10.6),  # too soon
+        req("cdn", 10.9),  # too soon
+        req("cdn", 11.05),  # after Retry-After: allowed
+    ]
+    assert early_after_429(records) == 2
+    assert early_after_429(records[1:]) == 0

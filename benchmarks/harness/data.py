@@ -67,14 +67,18 @@ class Manifest(TypedDict):
 
 
 def datasets(quick: bool) -> dict[str, Dataset]:
-    """The three repos: one big file, four shards, many small files (tiny with `quick`)."""
+    """The repos: one big file, four shards, many small files, and a mixed model repo for the
+    faults scenario (all tiny with `quick`)."""
     big, shard, small = (8 * MiB, 2 * MiB, 20) if quick else (GiB, 512 * MiB, 2000)
+    mixed_big, mixed_small = (4 * MiB, 10) if quick else (256 * MiB, 200)
     shards = tuple(FileSpec(f"model-{i:05d}-of-00004.safetensors", shard) for i in range(1, 5))
+    mixed = tuple(FileSpec(f"model-{i:05d}-of-00002.safetensors", mixed_big) for i in (1, 2))
     return {
         "one-file": Dataset("one-file", "bench/one-file", 1,
                             (FileSpec("model.safetensors", big),)),
         "shards": Dataset("shards", "bench/shards", 2, shards),
         "small-files": Dataset("small-files", "bench/small-files", 3, _small_files(small, 3)),
+        "mixed": Dataset("mixed", "bench/mixed", 4, mixed + _small_files(mixed_small, 4)),
     }
 
 

@@ -11,7 +11,12 @@ line per command read on stdin:
 
 - `stats`: requests seen since the last `clear` (total, per server, per method, per status) and
   `bytes`, the file bytes the kernel accepted from sendfile (all file content goes that way);
-- `clear`: reset both counters.
+- `clear`: reset both counters;
+- `faults`: from now on, answer 5% of GETs 429 (Retry-After: 1) and 5% 503, and cut 20% of the
+  CDN's bodies after 1 MiB (the fault mix of issue 3; the rolls use `--seed`); `calm` stops that.
+  While they are on, `stats` also counts the faults that fired and `early_after_429`: requests
+  that reached a host more than IN_FLIGHT seconds after it answered 429, and before its
+  Retry-After had passed (a request already on its way when the 429 was sent may arrive).
 
 EOF on stdin, SIGTERM or SIGINT stop it. The byte counter lives in the event loop (a subclass
 whose `sendfile` adds what was sent, even when the client vanished mid-way).
@@ -30,13 +35,17 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from hubasync.testing import FakeHub
+from hubasync.testing import FakeHub, Fault
 from hubasync.testing._repo import FakeFile, FakeRepo, is_auto_lfs, lfs_pointer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from harness.data import Manifest, ManifestEntry
+    from hubasync.testing import RecordedRequest
+
+IN_FLIGHT = 0.3  # seconds: a request sent before the client saw a 429 may still arrive
+RETRY_AFTER = 1
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -80,15 +89,41 @@ def build_repo(dataset_dir: Path) -> FakeRepo:
     return repo
 
 
-def stats(hub: FakeHub, loop: CountingLoop) -> dict[str, Any]:
-    records = hub.requests
+def fault_mix() -> dict[str, Fault]:
+    """The faults of issue 3's target: 429 and 503 on 5% of GETs each, 20% of CDN bodies cut."""
     return {
+        "429": Fault.rate_limit(RETRY_AFTER, method="GET", probability=0.05),
+        "503": Fault.server_error(503, method="GET", probability=0.05),
+        "cut": Fault.drop(after_bytes=1024 * 1024, server="cdn", probability=0.2),
+    }
+
+
+def early_after_429(records: Sequence[RecordedRequest]) -> int:
+    """Requests that reached a host after it answered 429 (allowing IN_FLIGHT for those already
+    on their way) and before its Retry-After had passed."""
+    early = 0
+    for i, limited in enumerate(records):
+        if limited.status != 429:
+            continue
+        opens = limited.time + RETRY_AFTER
+        early += sum(1 for r in records[i + 1:] if r.server == limited.server
+                     and limited.time + IN_FLIGHT < r.time < opens)
+    return early
+
+
+def stats(hub: FakeHub, loop: CountingLoop, faults: dict[str, Fault]) -> dict[str, Any]:
+    records = hub.requests
+    answer: dict[str, Any] = {
         "requests": len(records),
         "by_server": dict(Counter(r.server for r in records)),
         "by_method": dict(Counter(r.method for r in records)),
         "by_status": {str(k): v for k, v in Counter(r.status for r in records).items()},
         "bytes": loop.sent_bytes,
     }
+    if faults:
+        answer["faults"] = {name: hub.fault_hits(f) for name, f in faults.items()}
+        answer["early_after_429"] = early_after_429(records)
+    return answer
 
 
 def _reply(payload: dict[str, Any]) -> None:
@@ -109,13 +144,24 @@ def _read_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None
 async def _commands(hub: FakeHub, loop: CountingLoop) -> None:
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_read_lines, args=(loop, queue), daemon=True).start()
+    faults: dict[str, Fault] = {}
     while (line := await queue.get()) is not None:
         command = line.strip()
         if command == "stats":
-            _reply(stats(hub, loop))
+            _reply(stats(hub, loop, faults))
         elif command == "clear":
             hub.clear_requests()
             loop.sent_bytes = 0
+            _reply({"ok": True})
+        elif command == "faults":
+            hub.clear_faults()
+            faults = fault_mix()
+            for fault in faults.values():
+                hub.add_fault(fault)
+            _reply({"ok": True})
+        elif command == "calm":
+            hub.clear_faults()
+            faults = {}
             _reply({"ok": True})
         else:
             _reply({"error": f"unknown command {command!r}"})
@@ -140,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repo", action="append", required=True, type=Path,
                         metavar="DATASET_DIR")
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="for the fault rolls")
     args = parser.parse_args(argv)
-    hub = FakeHub(repos=[build_repo(d) for d in args.repo], page_size=args.page_size)
+    hub = FakeHub(repos=[build_repo(d) for d in args.repo], page_size=args.page_size,
+                  seed=args.seed)
     with asyncio.Runner(loop_factory=CountingLoop) as runner:
         runner.run(_serve(hub))
     return 0

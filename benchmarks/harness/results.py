@@ -67,6 +67,12 @@ class Group:
     runs: dict[str, list[Run]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    may_fail: bool = False  # a participant other than hubasync failing here is a finding
+
+    def broken(self) -> bool:
+        """A run failed that should not have (see `may_fail`)."""
+        return any(not r.ok for p, runs in self.runs.items() for r in runs
+                   if p == "hubasync" or not self.may_fail)
 
     def add(self, run: Run) -> None:
         self.runs.setdefault(run.participant, []).append(run)

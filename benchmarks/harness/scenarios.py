@@ -103,11 +103,15 @@ def measure(bench: Bench, job: Job, repeat: int) -> Run:
 def to_run(bench: Bench, job: Job, child: ChildResult, stats: ServerStats, repeat: int) -> Run:
     report = _report(child)
     problems = _problems(bench, job, child, report)
+    extra = _extras(report)
+    if stats.faults:
+        extra.update({f"faults_{name}": n for name, n in stats.faults.items()})
+        extra["early_after_429"] = stats.early_after_429
     return Run(
         participant=job.participant, repeat=repeat, ok=not problems,
         wall_s=float(report.get("seconds", child.wall_s)), process_s=child.wall_s,
         cpu_s=child.cpu_s, rss_mib=child.max_rss_kib / 1024, requests=stats.requests,
-        server_bytes=stats.bytes, problems=problems, extra=_extras(report),
+        server_bytes=stats.bytes, problems=problems, extra=extra,
     )
 
 
@@ -234,6 +238,26 @@ def _small_files(bench: Bench) -> list[Group]:
                 skip={"hf_transfer": _NOT_FOR_MANY_FILES}, many_files=True)
 
 
+def faults(bench: Bench) -> list[Group]:
+    """The mixed repo (two LFS shards and small files) while the server answers 5% of GETs 429
+    (Retry-After: 1) and 5% 503, and cuts 20% of the CDN's bodies after 1 MiB. A participant
+    other than hubasync that fails here is a finding (`Group.may_fail`), not a broken run."""
+    files = bench.datasets["mixed"].files
+    big = [f for f in files if f.path.endswith(".safetensors")]
+    group = Group("faults", f"under faults: {len(big)} shards of {human(big[0].size)} + "
+                            f"{len(files) - len(big)} small files", may_fail=True)
+    for repeat in range(bench.repeats):
+        for participant in bench.eligible(group, {"hf_transfer": _NOT_FOR_MANY_FILES}):
+            job = bench.job(participant, "mixed")
+            fresh(job.dest, bench.settle)
+            bench.server.faults(on=True)
+            try:
+                _record(group, measure(bench, job, repeat))
+            finally:
+                bench.server.faults(on=False)
+    return [group]
+
+
 def human(size: float) -> str:
     """1073741824 -> '1 GiB'."""
     for unit in ("B", "KiB", "MiB"):
@@ -250,6 +274,7 @@ SCENARIOS: Final[dict[str, tuple[str, Callable[[Bench], list[Group]]]]] = {
     "small-files": ("small-files", _small_files),
     "warm": ("small-files", warm),
     "resume": ("one-file", resume),
+    "faults": ("mixed", faults),
 }
 
 

@@ -27,12 +27,15 @@ class ServerStats:
     by_server: dict[str, int] = field(default_factory=dict)
     by_method: dict[str, int] = field(default_factory=dict)
     by_status: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)  # fired, while faults are on
+    early_after_429: int = 0  # see harness.hubserver.early_after_429
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerStats:
         return cls(requests=int(data["requests"]), bytes=int(data["bytes"]),
                    by_server=dict(data["by_server"]), by_method=dict(data["by_method"]),
-                   by_status=dict(data["by_status"]))
+                   by_status=dict(data["by_status"]), faults=dict(data.get("faults", {})),
+                   early_after_429=int(data.get("early_after_429", 0)))
 
 
 class HubServer:
@@ -73,6 +76,10 @@ class HubServer:
 
     def stats(self) -> ServerStats:
         return ServerStats.from_json(self._command("stats"))
+
+    def faults(self, on: bool) -> None:
+        """Turn issue 3's fault mix on or off (see harness.hubserver)."""
+        self._command("faults" if on else "calm")
 
     def _command(self, command: str) -> dict[str, Any]:
         assert self._proc is not None
