@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from harness.data import datasets, ensure_dataset, repo_dir
+from harness.data import datasets, ensure_dataset, read_through, repo_dir
 from harness.participants import PARTICIPANTS
 from harness.procs import BENCH_DIR, REPO_ROOT, child_env
 from harness.report import (
@@ -84,6 +84,7 @@ def prepare_data(data_dir: Path, wanted: dict[str, Dataset]) -> dict[str, Manife
     for dataset in wanted.values():
         started = time.perf_counter()
         manifests[dataset.repo_id] = ensure_dataset(data_dir, dataset)
+        read_through(data_dir, dataset)
         print(f"data: {dataset.name} ready ({dataset.total_bytes / 2**20:,.0f} MiB, "
               f"{time.perf_counter() - started:.1f} s)", flush=True)
     return manifests

@@ -5,8 +5,9 @@ write-back of an earlier run lands in this one), after a pause (`Bench.settle`) 
 memory freed by that removal settle: in a VM with free page reporting (a virtio balloon), pages
 freed for more than about two seconds are handed back to the host and cost a host fault on their
 next use, so without the pause a participant that starts and finishes quickly reuses host-backed
-pages that a slower one does not get. Repeats go round-robin over the participants,
-so a slow drift of the machine hits everyone alike. Every run that exits 0 has each of its files
+pages that a slower one does not get. Repeats go round-robin over the participants, starting
+one further along each time, so a slow drift of the machine, or whatever the first run after a
+scenario's setup pays, hits everyone alike. Every run that exits 0 has each of its files
 hashed (sha256) against the source: a run with a wrong byte is not `ok` and never counts.
 """
 
@@ -60,8 +61,9 @@ class Bench:
                    dest=self.scratch / participant, manifest=manifest_path(self.data_dir, ds),
                    files=tuple(f.path for f in ds.files), settings=self.settings)
 
-    def eligible(self, group: Group, skip: Mapping[str, str]) -> list[str]:
-        """The participants that run in `group`; the others are noted as skipped, with why."""
+    def eligible(self, group: Group, skip: Mapping[str, str], repeat: int = 0) -> list[str]:
+        """The participants that run in `group`, the others noted as skipped with why; the order
+        turns by one each repeat, so no participant is always the first after a deletion."""
         chosen = []
         for name in self.participants:
             reason = skip.get(name) or unavailable(name)
@@ -69,7 +71,8 @@ class Bench:
                 group.skipped[name] = reason
             else:
                 chosen.append(name)
-        return chosen
+        turn = repeat % len(chosen) if chosen else 0
+        return chosen[turn:] + chosen[:turn]
 
 
 def fresh(dest: Path, settle: float = 0.0, trash: Path | None = None) -> None:
@@ -148,7 +151,7 @@ def cold(bench: Bench, name: str, dataset: str, title: str,
     trash = bench.scratch.parent / f"{bench.scratch.name}-trash" if many_files else None
     try:
         for repeat in range(bench.repeats):
-            for participant in bench.eligible(group, skip or {}):
+            for participant in bench.eligible(group, skip or {}, repeat):
                 job = bench.job(participant, dataset)
                 fresh(job.dest, bench.settle, trash)
                 _record(group, measure(bench, job, repeat))
@@ -194,7 +197,7 @@ def resume(bench: Bench) -> list[Group]:
     group.notes.append("refetched = bytes served before the kill + after the restart - file size;"
                        " budget = one chunk per connection")
     for repeat in range(bench.repeats):
-        for participant in bench.eligible(group, {}):
+        for participant in bench.eligible(group, {}, repeat):
             _record(group, resume_once(bench, bench.job(participant, "one-file"), total, repeat))
     return [group]
 
@@ -247,7 +250,7 @@ def faults(bench: Bench) -> list[Group]:
     group = Group("faults", f"under faults: {len(big)} shards of {human(big[0].size)} + "
                             f"{len(files) - len(big)} small files", may_fail=True)
     for repeat in range(bench.repeats):
-        for participant in bench.eligible(group, {"hf_transfer": _NOT_FOR_MANY_FILES}):
+        for participant in bench.eligible(group, {"hf_transfer": _NOT_FOR_MANY_FILES}, repeat):
             job = bench.job(participant, "mixed")
             fresh(job.dest, bench.settle)
             bench.server.faults(on=True)
