@@ -401,8 +401,15 @@ class RawPool:
         finally:
             self._streaming -= 1
             if not self._streaming:
-                self._release = asyncio.get_running_loop().call_later(
-                    self._idle_release, self.buffers.clear)
+                self._release_later()
+
+    def _release_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # closed outside a loop (a late finalizer): free them now
+            self.buffers.clear()
+        else:
+            self._release = loop.call_later(self._idle_release, self.buffers.clear)
 
     async def _exchange(self, key: Origin, request: bytes,
                         read_timeout: float) -> tuple[_Connection, Head]:

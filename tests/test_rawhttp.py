@@ -184,6 +184,15 @@ async def test_pooled_buffers_are_reused_then_freed_when_idle() -> None:
     await pool.aclose()
 
 
+async def test_buffers_released_outside_a_loop_are_freed_at_once() -> None:
+    pool = RawPool(max_idle=1)
+    pool.buffers.give([memoryview(pool.buffers.take())])
+    assert pool.buffers.idle == 1
+    await asyncio.to_thread(pool._release_later)  # no running loop in that thread
+    assert pool.buffers.idle == 0
+    await pool.aclose()
+
+
 async def test_interim_answer_is_skipped_and_body_that_came_with_the_head_kept() -> None:
     script = Script([b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"hello", extra="X-Y: z\r\n")])
     pool = RawPool(max_idle=1)
