@@ -120,12 +120,11 @@ def _progress(args: argparse.Namespace) -> str | None:
 async def _download(args: argparse.Namespace) -> str:
     if args.max_workers is not None and args.max_workers < 1:
         raise UsageError("--max-workers must be >= 1")
-    extra: dict[str, int] = {"max_workers": args.max_workers} if args.max_workers else {}
-    if args.max_bandwidth:
-        extra["max_bandwidth"] = args.max_bandwidth
+    extra = {"max_workers": args.max_workers} if args.max_workers else {}
     recorder = DownloadRecorder()
     async with open_client(token=args.token, endpoint=None, cache_dir=args.cache_dir,
-                           progress=_progress(args), **extra) as hub:
+                           progress=_progress(args), max_bandwidth=args.max_bandwidth,
+                           **extra) as hub:
         hub.bus.add_callback(recorder)
         path = await _fetch(hub, args)
     if args.json:

@@ -44,8 +44,7 @@ def demo_repo(*, total_bytes: int = 256 * _BLOCK, shards: int = 4) -> FakeRepo:
 
 async def run_demo(repo: FakeRepo, *, cache_dir: StrPath, progress: Progress = None,
                    max_bandwidth: int | None = None) -> str:
-    extra = {"max_bandwidth": max_bandwidth} if max_bandwidth else {}
     async with FakeHub(repos=[repo]) as hub, open_client(
             token=False, endpoint=hub.endpoint, cache_dir=cache_dir, progress=progress,
-            **extra) as client:
+            max_bandwidth=max_bandwidth) as client:
         return await client.snapshot_download(repo.repo_id)

@@ -99,5 +99,3 @@ def resume_point(state: ResumeState, *, etag: str, size: int, boot: str,
             return None
         points.append(min(n, max(0, length - start)))
     return points
-
-
