@@ -13,6 +13,7 @@ hashed (sha256) against the source: a run with a wrong byte is not `ok` and neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -142,19 +143,23 @@ def _problems(bench: Bench, job: Job, child: ChildResult, report: Mapping[str, A
 
 
 def cold(bench: Bench, name: str, dataset: str, title: str,
-         skip: Mapping[str, str] | None = None, *, many_files: bool = False) -> list[Group]:
+         skip: Mapping[str, str] | None = None, *, many_files: bool = False,
+         under_faults: bool = False) -> list[Group]:
     """`bench.repeats` downloads into an empty folder by each participant.
 
     With `many_files`, earlier outputs are set aside and deleted after the last run (see
-    `fresh`), so no run allocates inodes right after thousands were freed."""
-    group = Group(name, title)
+    `fresh`), so no run allocates inodes right after thousands were freed. With `under_faults`,
+    the server's fault mix is on during each run, and a participant other than hubasync that
+    fails is a finding (`Group.may_fail`), not a broken run."""
+    group = Group(name, title, may_fail=under_faults)
     trash = bench.scratch.parent / f"{bench.scratch.name}-trash" if many_files else None
     try:
         for repeat in range(bench.repeats):
             for participant in bench.eligible(group, skip or {}, repeat):
                 job = bench.job(participant, dataset)
                 fresh(job.dest, bench.settle, trash)
-                _record(group, measure(bench, job, repeat))
+                with bench.server.faults() if under_faults else contextlib.nullcontext():
+                    _record(group, measure(bench, job, repeat))
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
@@ -243,22 +248,12 @@ def _small_files(bench: Bench) -> list[Group]:
 
 def faults(bench: Bench) -> list[Group]:
     """The mixed repo (two LFS shards and small files) while the server answers 5% of GETs 429
-    (Retry-After: 1) and 5% 503, and cuts 20% of the CDN's bodies after 1 MiB. A participant
-    other than hubasync that fails here is a finding (`Group.may_fail`), not a broken run."""
+    (Retry-After: 1) and 5% 503, and cuts 20% of the CDN's bodies after 1 MiB."""
     files = bench.datasets["mixed"].files
     big = [f for f in files if f.path.endswith(".safetensors")]
-    group = Group("faults", f"under faults: {len(big)} shards of {human(big[0].size)} + "
-                            f"{len(files) - len(big)} small files", may_fail=True)
-    for repeat in range(bench.repeats):
-        for participant in bench.eligible(group, {"hf_transfer": _NOT_FOR_MANY_FILES}, repeat):
-            job = bench.job(participant, "mixed")
-            fresh(job.dest, bench.settle)
-            bench.server.faults(on=True)
-            try:
-                _record(group, measure(bench, job, repeat))
-            finally:
-                bench.server.faults(on=False)
-    return [group]
+    return cold(bench, "faults", "mixed", f"under faults: {len(big)} shards of "
+                f"{human(big[0].size)} + {len(files) - len(big)} small files",
+                skip={"hf_transfer": _NOT_FOR_MANY_FILES}, under_faults=True)
 
 
 def human(size: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -11,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, Self
 from harness.procs import python_module
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -77,9 +78,14 @@ class HubServer:
     def stats(self) -> ServerStats:
         return ServerStats.from_json(self._command("stats"))
 
-    def faults(self, on: bool) -> None:
-        """Turn issue 3's fault mix on or off (see harness.hubserver)."""
-        self._command("faults" if on else "calm")
+    @contextlib.contextmanager
+    def faults(self) -> Iterator[None]:
+        """Issue 3's fault mix while the block runs (see harness.hubserver)."""
+        self._command("faults")
+        try:
+            yield
+        finally:
+            self._command("calm")
 
     def _command(self, command: str) -> dict[str, Any]:
         assert self._proc is not None
