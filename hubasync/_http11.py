@@ -71,6 +71,11 @@ class Head:
         self.keep_alive = keep_alive
 
 
+def is_encoded(headers: Mapping[str, str]) -> bool:
+    """The body is compressed (or otherwise content-encoded), not the file's own bytes."""
+    return headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+
+
 def parse_head(raw: bytes) -> Head:
     """Status line and headers (without the blank line); ReadError if malformed, Unframed if
     the body is framed in a way this client does not read."""
@@ -88,7 +93,7 @@ def parse_head(raw: bytes) -> Head:
     status = int(code)
     if "Transfer-Encoding" in headers:
         raise Unframed("chunked body")
-    if headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+    if is_encoded(headers):
         raise Unframed("encoded body")
     length: int | None
     lengths = set(headers.getall("Content-Length", []))

@@ -27,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from hubasync._exceptions import ConnectError, OfflineModeIsEnabled, ReadError, ReadTimeout
-from hubasync._http11 import Unframed
+from hubasync._http11 import Unframed, is_encoded
 from hubasync._rawhttp import RawPool
 from hubasync._retry import server_wait
 from hubasync._urls import Origin, host_key, origin, redact_url
@@ -90,7 +90,7 @@ class AiohttpStream:
 
     @property
     def encoded(self) -> bool:
-        return self.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        return is_encoded(self.headers)
 
     async def read_all(self) -> bytes:
         with map_exceptions(self.url):
