@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 from hubasync._cache_layout import unique_suffix
 from hubasync._direct import aligned, feed_direct, open_direct, read_buffers
 from hubasync._exceptions import CacheError, InsufficientDiskSpaceError
+from hubasync._fallocate import reserve
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -416,6 +417,12 @@ class TempFile:
             for b in buffers:
                 hasher.update(b)
         return total
+
+    def reserve(self, size: int) -> bool:
+        """Reserve the disk blocks of bytes [0, size) up front, keeping the length (best effort:
+        see `_fallocate`)."""
+        assert self._fd is not None
+        return reserve(self._fd, size)
 
     def length(self) -> int:
         assert self._fd is not None

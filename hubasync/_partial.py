@@ -314,7 +314,19 @@ def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chu
                  ) -> Partial:
     """A resumable partial download when possible (continued unless `fresh`), else a unique
     temp file; what a ranged one does with the page cache is `page_cache` (see `PageCache`).
-    Blocking: run it off the loop."""
+    Blocking: run it off the loop.
+
+    A file of a known size gets its disk blocks reserved at once (`TempFile.reserve`): bytes
+    written into reserved blocks cost less kernel time than bytes that need new ones."""
+    partial = _open(where, etag, size, ranged=ranged, chunk=chunk, fresh=fresh, shared=shared,
+                    page_cache=page_cache)
+    if size is not None and size > FLUSH_SIZE:
+        partial.temp.reserve(size)
+    return partial
+
+
+def _open(where: Where, etag: str, size: int | None, *, ranged: bool, chunk: int, fresh: bool,
+          shared: bool, page_cache: PageCache) -> Partial:
     direct = ranged and page_cache == "bypass"
     if not shared or size is None or size <= FLUSH_SIZE:
         return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
@@ -389,13 +401,19 @@ def _start(files: ResumeFiles, owner: Owner, etag: str, size: int, *, ranged: bo
     return Partial(temp, spans, ranged=ranged, resume=resume)
 
 
-def bytes_present(files: ResumeFiles, etag: str, size: int) -> int:
-    """How much of a download an earlier attempt recorded (0 when nothing usable is recorded):
-    what the disk-space check need not count again. Blocking; reads the state only."""
+def bytes_held(files: ResumeFiles, etag: str, size: int) -> int:
+    """How much disk an earlier attempt of this download already holds, which the disk-space
+    check need not count again: the bytes its state records, or the blocks its data file holds
+    (reserved ones too), whichever is more; 0 when nothing usable is recorded. Blocking."""
     state = _load(files.state)
     if state is None or (state.version, state.etag, state.size) != (STATE_VERSION, etag, size):
         return 0
-    return min(size, sum(max(0, n) for n in state.written))
+    held = sum(max(0, n) for n in state.written)
+    if GEN_RE.fullmatch(state.gen):  # the disk blocks the data file holds (reserved ones too)
+        for path in (files.active(state.gen), files.parked(state.gen)):
+            with contextlib.suppress(OSError):
+                held = max(held, os.stat(path).st_blocks * 512)
+    return min(size, held)
 
 
 def collect_stale(folder: str, files_for: Callable[[str], ResumeFiles], *,

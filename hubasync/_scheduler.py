@@ -23,7 +23,7 @@ import filelock
 from hubasync._events import FileDone, FileFailed, PlanReady, RunDone
 from hubasync._exceptions import HubError, InsufficientDiskSpaceError
 from hubasync._fileio import free_space, remove_quietly
-from hubasync._partial import FLUSH_SIZE, Where, bytes_present
+from hubasync._partial import FLUSH_SIZE, Where, bytes_held
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -181,7 +181,7 @@ class Scheduler:
                 size = task.remote.size or 0
                 if size > SMALL_FILE:
                     files = destination.resume_files(task.remote)
-                    size -= bytes_present(files, task.remote.etag, size)
+                    size -= bytes_held(files, task.remote.etag, size)
                 needed += size
             return needed, free_space(destination.root)
 

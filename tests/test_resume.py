@@ -27,7 +27,9 @@ import msgspec
 import pytest
 
 import hubasync
+import hubasync._fallocate
 from hubasync import HubClient, HubConfig
+from hubasync._cache_layout import PARKED_SUFFIX
 from hubasync._claim import (
     FOREIGN_TTL,
     UNREADABLE_GRACE,
@@ -693,7 +695,9 @@ if __name__ == "__main__":
 async def test_disk_space_is_checked_for_what_is_still_missing(
     ahub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resumed download needs room only for the bytes it has not recorded yet."""
+    """A resumed download needs room only for the bytes it has not recorded yet (where the
+    file system reserves no blocks up front)."""
+    monkeypatch.setattr("hubasync._fileio.reserve", lambda fd, size: False)
     fake = file_of(ahub)
     written = await cancelled_fetch(ahub, tmp_path)
     missing = fake.size - sum(written)
@@ -711,6 +715,46 @@ async def test_disk_space_is_checked_for_what_is_still_missing(
     free["bytes"] += 1  # just enough
     await fetch(ahub, tmp_path / "cache")
     assert_blob(tmp_path / "cache", fake)
+
+
+@pytest.mark.anyio
+async def test_reserved_blocks_need_no_room_again(
+    ahub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ranged download reserves its disk blocks before the first byte and keeps the file's
+    length honest; resumed, it needs no room for the blocks it already holds."""
+    fake = file_of(ahub)
+    written = await cancelled_fetch(ahub, tmp_path)
+    [data] = [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith(PARKED_SUFFIX)]
+    info = data.stat()
+    assert info.st_blocks * 512 >= fake.size  # all of it reserved
+    assert info.st_size <= max(s + n for s, n in zip(range(0, fake.size, CHUNK), written,
+                                                      strict=True))  # only what was written
+
+    def disk_usage(path: object) -> shutil._ntuple_diskusage:
+        return shutil._ntuple_diskusage(1 << 40, (1 << 40) - DISK_MARGIN, DISK_MARGIN)
+
+    monkeypatch.setattr("hubasync._fileio.shutil.disk_usage", disk_usage)
+    await fetch(ahub, tmp_path / "cache")  # the missing bytes go into blocks it holds
+    assert_blob(tmp_path / "cache", fake)
+    assert sum(e - s + 1 for s, e in body_gets(ahub, fake)) == fake.size - sum(written)
+
+
+def test_reserve_is_best_effort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where blocks cannot be reserved (an unsupported file system, a full disk), the file is
+    left as it was and written the usual way."""
+    path = tmp_path / "f"
+    with path.open("wb") as f:
+        assert hubasync._fallocate.reserve(f.fileno(), 3 * MiB)
+        assert os.fstat(f.fileno()).st_size == 0
+        assert os.fstat(f.fileno()).st_blocks * 512 >= 3 * MiB
+        assert not hubasync._fallocate.reserve(f.fileno(), 0)
+    with path.open("rb") as f:  # read-only: EBADF
+        assert not hubasync._fallocate.reserve(f.fileno(), 8 * MiB)
+    monkeypatch.setattr(hubasync._fallocate, "_fallocate", lambda: None)
+    with path.open("r+b") as f:
+        assert not hubasync._fallocate.reserve(f.fileno(), 8 * MiB)
+    assert path.stat().st_size == 0
 
 
 def _age_everything(root: Path, seconds: float) -> None:
