@@ -98,3 +98,22 @@ def test_early_after_429_counts_what_came_too_soon(monkeypatch: pytest.MonkeyPat
     ]
     assert early_after_429(records) == 2
     assert early_after_429(records[1:]) == 0
+
+
+def test_bytes_on_disk_counts_written_bytes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resume scenario kills at 50% on disk: a temp file with reserved blocks, or written
+    at offsets, counts only what was written."""
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    from harness.procs import bytes_on_disk  # benchmarks/ is a folder of scripts
+
+    from hubasync._fallocate import reserve
+
+    mib = 1024 * 1024
+    (tmp_path / "whole").write_bytes(b"w" * mib)
+    with (tmp_path / "ranges").open("wb") as f:
+        assert reserve(f.fileno(), 64 * mib)
+        os.pwrite(f.fileno(), b"a" * mib, 0)
+        os.pwrite(f.fileno(), b"b" * 2 * mib, 32 * mib)
+    assert bytes_on_disk(tmp_path) == 4 * mib

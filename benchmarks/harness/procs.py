@@ -7,6 +7,7 @@ returns the rusage of exactly that child (its own plus that of any children it w
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -139,15 +140,38 @@ def _read(file: IO[bytes]) -> str:
 
 
 def bytes_on_disk(root: Path) -> int:
-    """Bytes actually written under `root`: allocated blocks, capped by each file's size (so a
-    sparse temp file written at offsets counts only what is there)."""
+    """Bytes actually written under `root`. A temp file written at offsets may be sparse, or
+    have its blocks reserved ahead (hubasync does): the data regions the file system reports
+    (`SEEK_DATA`/`SEEK_HOLE`) count, not the length or the blocks. Where it cannot tell,
+    allocated blocks capped by the length."""
     total = 0
     for folder, _, names in os.walk(root):
         for name in names:
+            path = os.path.join(folder, name)
             try:
-                st = os.lstat(os.path.join(folder, name))
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode):
+                    total += _written(path, st)
             except OSError:  # renamed or removed meanwhile
                 continue
-            if stat.S_ISREG(st.st_mode):
-                total += min(st.st_size, st.st_blocks * 512)
     return total
+
+
+def _written(path: str, st: os.stat_result) -> int:
+    if not hasattr(os, "SEEK_DATA"):
+        return min(st.st_size, st.st_blocks * 512)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        total = offset = 0
+        while offset < st.st_size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as exc:  # ENXIO: no data after offset
+                if exc.errno == errno.ENXIO:
+                    break
+                return min(st.st_size, st.st_blocks * 512)
+            offset = os.lseek(fd, start, os.SEEK_HOLE)
+            total += min(offset, st.st_size) - start
+        return total
+    finally:
+        os.close(fd)
