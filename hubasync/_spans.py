@@ -13,9 +13,9 @@ from hubasync._cache_layout import GEN_RE
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-STATE_VERSION: Final = 2  # 2: the tail of a large file is tapered (see `layout`)
+STATE_VERSION: Final = 3  # 2: the tail of a large file is tapered; 3: only its last 4 chunks
 MAX_SPANS: Final = 1 << 16
-TAPER_CHUNKS: Final = 16  # the last this many chunks of a large file...
+TAPER_CHUNKS: Final = 4  # the last this many chunks of a large file...
 TAPER_SPLIT: Final = 4  # ...are fetched in ranges this many times smaller
 
 
@@ -66,7 +66,10 @@ def layout(size: int | None, *, ranged: bool, chunk: int) -> list[tuple[int, int
     A file of at least twice TAPER_CHUNKS chunks ends in smaller ranges: ranges fetched side
     by side finish together, and the hash can only follow the gap-free prefix, so with equal
     ranges up to one chunk per connection would be left to hash after the last byte arrived.
-    Smaller ranges at the end keep the prefix close behind the download.
+    Smaller ranges at the end keep the prefix close behind the download. One wave of them is
+    enough (16 connections, 4 chunks split in 4): a longer taper only adds requests (with the
+    last 16 chunks tapered, 4 x 512 MiB shards took 1.70-1.81 s, with the last 4 1.63-1.66 s,
+    untapered 1.61 s; one 1 GiB file 0.97 s, 0.93 s and 0.95 s: medians of alternating runs).
     """
     if not ranged or size is None:
         return [(0, size)]
