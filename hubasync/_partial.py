@@ -319,15 +319,15 @@ def open_partial(where: Where, etag: str, size: int | None, *, ranged: bool, chu
     A file of a known size gets its disk blocks reserved at once (`TempFile.reserve`): bytes
     written into reserved blocks cost less kernel time than bytes that need new ones."""
     partial = _open(where, etag, size, ranged=ranged, chunk=chunk, fresh=fresh, shared=shared,
-                    page_cache=page_cache)
+                    direct=ranged and page_cache == "bypass")
+    partial.drop_behind = partial.ranged and page_cache == "drop"  # takes effect on resumable ones
     if size is not None and size > FLUSH_SIZE:
         partial.temp.reserve(size)
     return partial
 
 
 def _open(where: Where, etag: str, size: int | None, *, ranged: bool, chunk: int, fresh: bool,
-          shared: bool, page_cache: PageCache) -> Partial:
-    direct = ranged and page_cache == "bypass"
+          shared: bool, direct: bool) -> Partial:
     if not shared or size is None or size <= FLUSH_SIZE:
         return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     files = where.resume
@@ -341,10 +341,8 @@ def _open(where: Where, etag: str, size: int | None, *, ranged: bool, chunk: int
         return _unique(where.unique, size, ranged=ranged, chunk=chunk, direct=direct)
     try:
         found = None if fresh else _continue(files, owner, etag, size, direct=direct)
-        partial = found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk,
-                                  direct=direct)
-        partial.drop_behind = partial.ranged and page_cache == "drop"
-        return partial
+        return found or _start(files, owner, etag, size, ranged=ranged, chunk=chunk,
+                               direct=direct)
     except OSError as exc:
         release(files.owner, owner)
         log.debug("cannot keep resumable files for %s (%s)", files.stem, exc)
